@@ -1,0 +1,21 @@
+# The two commands of the README: `make test` and `make demo`.
+# Each builds its own virtual environment from nothing; torch is pinned so that the
+# local CPU wheel is used instead of a multi-GB CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_PIN ?= torch==2.13.0
+PIP = $(VENV)/bin/pip -q --disable-pip-version-check
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install "$(TORCH_PIN)"
+	$(PIP) install -e ".[test]"
+	touch $@
+
+.PHONY: test lint
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/ruff check .
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
