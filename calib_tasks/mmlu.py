@@ -1,0 +1,137 @@
+"""calib_mmlu: MMLU calibration as one harness task over the pooled questions of all subjects.
+
+The prompt is the harness's own MMLU prompt (``lm_eval/tasks/mmlu/default``): a subject
+description line, the question, ``A.``..``D.`` options and ``Answer:``, with the first k dev
+questions of the same subject as few-shot examples. The four option log-likelihoods are
+renormalised with a softmax; prediction = argmax (exactly the stock task's ``acc``), confidence =
+the probability of the prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import datasets
+import numpy as np
+
+from calib_tasks.records import top_label_record
+from calib_tasks.task_base import CalibTask
+
+LETTERS = ("A", "B", "C", "D")
+CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "nll", "auroc")
+
+SUBJECT_CATEGORY: dict[str, str] = {
+    "abstract_algebra": "stem",
+    "anatomy": "stem",
+    "astronomy": "stem",
+    "business_ethics": "other",
+    "clinical_knowledge": "other",
+    "college_biology": "stem",
+    "college_chemistry": "stem",
+    "college_computer_science": "stem",
+    "college_mathematics": "stem",
+    "college_medicine": "other",
+    "college_physics": "stem",
+    "computer_security": "stem",
+    "conceptual_physics": "stem",
+    "econometrics": "social_sciences",
+    "electrical_engineering": "stem",
+    "elementary_mathematics": "stem",
+    "formal_logic": "humanities",
+    "global_facts": "other",
+    "high_school_biology": "stem",
+    "high_school_chemistry": "stem",
+    "high_school_computer_science": "stem",
+    "high_school_european_history": "humanities",
+    "high_school_geography": "social_sciences",
+    "high_school_government_and_politics": "social_sciences",
+    "high_school_macroeconomics": "social_sciences",
+    "high_school_mathematics": "stem",
+    "high_school_microeconomics": "social_sciences",
+    "high_school_physics": "stem",
+    "high_school_psychology": "social_sciences",
+    "high_school_statistics": "stem",
+    "high_school_us_history": "humanities",
+    "high_school_world_history": "humanities",
+    "human_aging": "other",
+    "human_sexuality": "social_sciences",
+    "international_law": "humanities",
+    "jurisprudence": "humanities",
+    "logical_fallacies": "humanities",
+    "machine_learning": "stem",
+    "management": "other",
+    "marketing": "other",
+    "medical_genetics": "other",
+    "miscellaneous": "other",
+    "moral_disputes": "humanities",
+    "moral_scenarios": "humanities",
+    "nutrition": "other",
+    "philosophy": "humanities",
+    "prehistory": "humanities",
+    "professional_accounting": "other",
+    "professional_law": "humanities",
+    "professional_medicine": "other",
+    "professional_psychology": "social_sciences",
+    "public_relations": "social_sciences",
+    "security_studies": "social_sciences",
+    "sociology": "social_sciences",
+    "us_foreign_policy": "social_sciences",
+    "virology": "other",
+    "world_religions": "humanities",
+}
+
+
+def check_doc(doc: Mapping[str, Any]) -> str | None:
+    """None for a well-formed cais/mmlu document, else what is wrong with it."""
+    missing = [k for k in ("question", "subject", "choices", "answer") if doc.get(k) is None]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}"
+    choices = doc["choices"]
+    if not isinstance(choices, Sequence) or isinstance(choices, str) or len(choices) != 4:
+        return f"'choices' must be a list of 4 options, got {choices!r}"
+    answer = doc["answer"]
+    if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
+        return f"gold index 'answer' must be an int in 0..3, got {answer!r}"
+    if doc["subject"] not in SUBJECT_CATEGORY:
+        return f"unknown MMLU subject {doc['subject']!r}"
+    return None
+
+
+def option_probabilities(loglikelihoods: Sequence[float]) -> np.ndarray:
+    """softmax(ll): the option log-likelihoods renormalised over the options."""
+    ll = np.asarray(loglikelihoods, dtype=float)
+    p = np.exp(ll - ll.max())
+    return p / p.sum()
+
+
+def process_results(doc: Mapping[str, Any], results: Sequence[tuple[float, bool]]) -> dict:
+    """One top-label record (option probabilities, gold label, subject, category) per question."""
+    lls = [ll for ll, _ in results]
+    probs = option_probabilities(lls)
+    pred = int(np.argmax(lls))  # the stock multiple_choice prediction, bit for bit
+    gold = int(doc["answer"])
+    record = top_label_record(
+        float(probs[pred]),
+        pred == gold,
+        probs=probs.tolist(),
+        label=gold,
+        subject=doc["subject"],
+        category=SUBJECT_CATEGORY[doc["subject"]],
+    )
+    return {"acc": int(pred == gold), **dict.fromkeys(CALIB_KEYS, record)}
+
+
+class CalibMMLUTask(CalibTask):
+    """MMLU pooled over subjects, with per-subject first-k few-shot examples."""
+
+    check_doc = staticmethod(check_doc)
+    fewshot_group_field = "subject"
+
+
+def load_mini(**_: Any) -> datasets.DatasetDict:
+    """The bundled mini MMLU (real dev questions, cais/mmlu schema) as a one-split dataset."""
+    from calib_tasks import task_dir
+
+    path = task_dir() / "data" / "mmlu_mini.jsonl"
+    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(path))})

@@ -1,0 +1,1 @@
+"""Task YAMLs and small bundled data of lm-eval-calibration (package data, no code)."""

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 (64-token window) and its byte-level BPE tokenizer."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_long_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same tiny GPT-2 with a 2048-token window: whole few-shot prompts fit, untruncated."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_gpt2_long"), n_positions=2048)
+
+
+@pytest.fixture(scope="session")
+def tiny_long_lm(tiny_long_model_dir: Path):
+    """The harness's own hf backend on the long-window tiny model."""
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=str(tiny_long_model_dir), device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="session")
+def task_manager():
+    """A harness TaskManager that knows this package's tasks."""
+    from lm_eval.tasks import TaskManager
+
+    from calib_tasks import task_dir
+
+    return TaskManager(include_path=str(task_dir()))

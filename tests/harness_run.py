@@ -1,0 +1,32 @@
+"""Helpers for running the real harness (CLI and Python API) in tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``lm_eval`` from this virtualenv, offline, and fail with its output if it fails."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    lm_eval = Path(sys.executable).with_name("lm_eval")
+    proc = subprocess.run(
+        [str(lm_eval), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"lm_eval failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def read_output(output_path: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The results json and the samples (per task) that ``--output_path --log_samples`` wrote."""
+    (results_file,) = output_path.rglob("results_*.json")
+    results = json.loads(results_file.read_text())
+    samples: dict[str, list[dict[str, Any]]] = {}
+    for path in output_path.rglob("samples_*.jsonl"):
+        task = path.name[len("samples_") :].rsplit("_", 1)[0]
+        samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
+    return results, samples

@@ -1,0 +1,61 @@
+"""Build a tiny random causal LM with a freshly trained byte-level BPE tokenizer, fully offline.
+
+The model is a 2-layer GPT-2 with a short context window (so rolling windows are exercised on
+short documents), saved with ``save_pretrained`` so that the harness's ``hf`` backend loads it by
+path exactly as it loads a hub model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TRAINING_TEXT = """\
+The following are multiple choice questions (with answers) about anatomy.
+Answer: A B C D. The capital of France is Paris. Paris is the capital of France.
+Berlin is the capital of Germany. Madrid is located in Spain. The language of Brazil is
+Portuguese. The currency of Japan is the yen. Water boils at one hundred degrees.
+Alice was born in London and works as a physician. Bob plays the piano.
+The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 .,;:!?'"()-
+"""
+
+
+def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 400) -> Path:
+    """Write a tokenizer and a randomly initialised GPT-2 (seed 0) to ``path`` and return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TRAINING_TEXT.splitlines() * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=n_positions,
+    )
+    fast.save_pretrained(path)
+
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(fast),
+        n_positions=n_positions,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        bos_token_id=fast.bos_token_id,
+        eos_token_id=fast.eos_token_id,
+        initializer_range=0.2,  # peaky enough that confidences spread over [0, 1]
+    )
+    model = GPT2LMHeadModel(config)
+    model.save_pretrained(path)
+    return path
