@@ -25,6 +25,10 @@ class CalibTask(ConfigurableTask):
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config = {k: v for k, v in (config or {}).items() if k != "class"}
+        if type(self).process_results is not ConfigurableTask.process_results:
+            # A non-None process_results makes the harness take metric_list entries as
+            # aggregations only; otherwise it looks each metric up, falling back to the hub.
+            config["process_results"] = f"{type(self).__qualname__}.process_results"
         super().__init__(config=config, **kwargs)
         self._group_samplers: dict[Any, FirstNSampler] = {}
         if self.fewshot_group_field is not None:

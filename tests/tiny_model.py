@@ -19,7 +19,18 @@ The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 .,;:!?'"()-
 """
 
 
-def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 400) -> Path:
+def _training_lines() -> list[str]:
+    """A little text and the package's bundled mini data: real words become single tokens."""
+    from calib_tasks import task_dir
+
+    data = task_dir() / "data"
+    lines = TRAINING_TEXT.splitlines()
+    for name in ("mmlu_mini.jsonl", "clm_mini.jsonl"):
+        lines += (data / name).read_text(encoding="utf-8").splitlines()
+    return lines
+
+
+def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 2000) -> Path:
     """Write a tokenizer and a randomly initialised GPT-2 (seed 0) to ``path`` and return it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -35,7 +46,7 @@ def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 400
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(TRAINING_TEXT.splitlines() * 4, trainer=trainer)
+    tok.train_from_iterator(_training_lines(), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",

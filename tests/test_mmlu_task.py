@@ -1,0 +1,200 @@
+"""calib_mmlu end to end through the real harness on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import lm_eval
+import numpy as np
+import pytest
+from harness_run import read_output, run_cli
+from lm_eval.tasks import TaskManager
+
+import calib_metrics as cm
+from calib_tasks import task_dir
+from calib_tasks.mmlu import SUBJECT_CATEGORY
+
+STOCK_TEMPLATE = Path(lm_eval.__file__).parent / "tasks/mmlu/default/_default_template_yaml"
+MINI = task_dir() / "data" / "mmlu_mini.jsonl"
+
+
+def _mini_docs() -> list[dict]:
+    return [json.loads(line) for line in MINI.read_text().splitlines()]
+
+
+def _write_stock_tasks(folder: Path) -> list[str]:
+    """The harness's stock per-subject MMLU prompt as plain multiple_choice tasks on the mini data.
+
+    Few-shot examples come from the same file (first k of the subject, the question itself
+    excluded), as in calib_mmlu_mini.
+    """
+    by_subject: dict[str, list[dict]] = {}
+    for doc in _mini_docs():
+        by_subject.setdefault(doc["subject"], []).append(doc)
+    names = []
+    for subject, docs in by_subject.items():
+        data = folder / f"{subject}.jsonl"
+        data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+        name = f"stock_mmlu_{subject}"
+        description = (
+            f"The following are multiple choice questions (with answers) about "
+            f"{subject.replace('_', ' ')}.\n\n"
+        )
+        config = {
+            "include": str(STOCK_TEMPLATE),
+            "task": name,
+            "dataset_path": "json",
+            "dataset_name": None,
+            "dataset_kwargs": {"data_files": {"test": str(data)}},
+            "test_split": "test",
+            "fewshot_split": "test",
+            "description": description,
+        }
+        (folder / f"{name}.yaml").write_text(json.dumps(config))
+        names.append(name)
+    return names
+
+
+def test_acc_and_prompts_equal_the_stock_mmlu_prompt(tmp_path, tiny_long_lm, task_manager):
+    stock_names = _write_stock_tasks(tmp_path)
+    stock = lm_eval.simple_evaluate(
+        model=tiny_long_lm,
+        tasks=stock_names,
+        task_manager=TaskManager(include_path=str(tmp_path)),
+        num_fewshot=2,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    calib = lm_eval.simple_evaluate(
+        model=tiny_long_lm,
+        tasks=["calib_mmlu_mini"],
+        task_manager=task_manager,
+        num_fewshot=2,
+        log_samples=True,
+        bootstrap_iters=0,
+    )
+    stock_by_question = {
+        (s["doc"]["subject"], s["doc"]["question"]): s
+        for name in stock_names
+        for s in stock["samples"][name]
+    }
+    calib_samples = calib["samples"]["calib_mmlu_mini"]
+    assert len(calib_samples) == len(stock_by_question) == len(_mini_docs())
+    for sample in calib_samples:
+        twin = stock_by_question[(sample["doc"]["subject"], sample["doc"]["question"])]
+        assert sample["arguments"] == twin["arguments"]  # same prompts, same continuations
+        assert sample["acc"] == twin["acc"]
+    n_correct = sum(s["acc"] for s in calib_samples)
+    assert calib["results"]["calib_mmlu_mini"]["acc,none"] == n_correct / len(calib_samples)
+    # the prompt really carries 2 same-subject examples and the subject line
+    first = calib_samples[0]
+    context = first["arguments"][0][0]
+    assert context.startswith("The following are multiple choice questions (with answers) about")
+    assert context.count("Answer:") == 3
+
+
+def test_cli_results_equal_metrics_recomputed_from_samples(tmp_path, tiny_long_model_dir):
+    out = tmp_path / "out"
+    run_cli(
+        [
+            "--model", "hf",
+            "--model_args", f"pretrained={tiny_long_model_dir}",
+            "--device", "cpu",
+            "--include_path", str(task_dir()),
+            "--tasks", "calib_mmlu_mini",
+            "--limit", "60",
+            "--output_path", str(out),
+            "--log_samples",
+        ],
+        cwd=tmp_path,
+    )
+    results, samples = read_output(out)
+    metrics = results["results"]["calib_mmlu_mini"]
+    records = [s["ece"] for s in samples["calib_mmlu_mini"]]
+    assert len(records) == 60
+    conf = np.array([r["confidence"] for r in records])
+    correct = np.array([r["correct"] for r in records])
+    probs = np.array([r["probs"] for r in records])
+    labels = np.array([r["label"] for r in records])
+    assert metrics["ece,none"] == cm.ece(conf, correct)
+    assert metrics["mce,none"] == cm.mce(conf, correct)
+    assert metrics["brier,none"] == cm.brier_multiclass(probs, labels)
+    assert metrics["nll,none"] == cm.nll(probs, labels)
+    assert metrics["auroc,none"] == cm.auroc(conf, correct)
+    assert metrics["acc,none"] == correct.mean()
+    assert metrics["ece_ci_low,none"] <= metrics["ece,none"] <= metrics["ece_ci_high,none"]
+    for key, value in metrics.items():
+        if key.endswith(",none") and "stderr" not in key:
+            assert isinstance(value, float) and math.isfinite(value), key
+    # per-sample records keep what per-subject and per-category breakdowns need
+    assert all(r["category"] == SUBJECT_CATEGORY[r["subject"]] for r in records)
+    assert np.allclose(probs.sum(axis=1), 1.0)
+    assert np.array_equal(conf, probs.max(axis=1))
+    higher = results["higher_is_better"]["calib_mmlu_mini"]
+    assert higher["acc"] and higher["auroc"]
+    assert not any(higher[k] for k in ("ece", "mce", "brier", "nll", "ece_ci_low", "ece_ci_high"))
+    assert results["versions"]["calib_mmlu_mini"] == 1.0
+
+
+@pytest.mark.parametrize("num_fewshot", [0, 1])
+def test_zero_and_few_shot_with_limit(tiny_long_lm, task_manager, num_fewshot):
+    out = lm_eval.simple_evaluate(
+        model=tiny_long_lm,
+        tasks=["calib_mmlu_mini"],
+        task_manager=task_manager,
+        num_fewshot=num_fewshot,
+        limit=12,
+        log_samples=True,
+    )
+    samples = out["samples"]["calib_mmlu_mini"]
+    assert len(samples) == 12
+    context = samples[0]["arguments"][0][0]
+    assert context.count("Answer:") == num_fewshot + 1
+    assert 0.0 <= out["results"]["calib_mmlu_mini"]["ece,none"] <= 1.0
+
+
+def test_dummy_model_runs(task_manager):
+    out = lm_eval.simple_evaluate(
+        model="dummy", tasks=["calib_mmlu_mini"], task_manager=task_manager, limit=20
+    )
+    metrics = out["results"]["calib_mmlu_mini"]
+    assert 0.0 <= metrics["ece,none"] <= 1.0
+    assert metrics["ece_ci_low,none"] <= metrics["ece,none"] <= metrics["ece_ci_high,none"]
+
+
+def test_too_many_shots_for_the_mini_file_is_a_clear_error(tiny_long_lm, task_manager):
+    with pytest.raises(ValueError, match=r"calib_mmlu_mini: 9-shot needs 9 few-shot documents with subject"):
+        lm_eval.simple_evaluate(
+            model=tiny_long_lm, tasks=["calib_mmlu_mini"], task_manager=task_manager,
+            num_fewshot=9, limit=2,
+        )
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        ({"answer": 7}, r"document 2 of split 'test' is invalid: gold index 'answer'"),
+        ({"answer": None}, r"document 2 of split 'test' is invalid: missing field\(s\) answer"),
+        ({"choices": ["x", "y"]}, r"document 2 of split 'test' is invalid: 'choices' must be"),
+        ({"subject": "astrology"}, r"document 2 of split 'test' is invalid: unknown MMLU subject"),
+    ],
+)
+def test_bad_documents_fail_before_any_model_call(tmp_path, broken, message):
+    docs = _mini_docs()[:5]
+    docs[2] = {**docs[2], **broken}
+    data = tmp_path / "broken.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
+    config = {
+        "include": str(task_dir() / "_calib_mmlu_template_yaml"),
+        "task": "calib_mmlu_broken",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        "fewshot_split": "test",
+    }
+    (tmp_path / "calib_mmlu_broken.yaml").write_text(json.dumps(config))
+    manager = TaskManager(include_path=str(tmp_path))
+    with pytest.raises(ValueError, match=rf"calib_mmlu_broken: {message}"):
+        lm_eval.simple_evaluate(model="dummy", tasks=["calib_mmlu_broken"], task_manager=manager)
