@@ -1,0 +1,7 @@
+"""calib-report: calibration reports from the harness's own output folders.
+
+``python -m calib_tasks.report RUN_DIR [RUN_DIR ...] --out DIR`` (the ``calib-report`` command)
+reads ``results_*.json`` and ``samples_*.jsonl`` written by ``lm_eval --output_path ...
+--log_samples``, recomputes the numbers with ``calib_metrics`` and writes reliability diagrams,
+a comparison across runs, breakdown tables, ``summary.md`` and a self-contained ``report.html``.
+"""

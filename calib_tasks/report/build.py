@@ -1,0 +1,122 @@
+"""Writing a report folder: figures/, breakdowns/, summary.md and report.html."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tqdm import tqdm
+
+from calib_tasks.report.breakdown import breakdown, breakdown_fields
+from calib_tasks.report.entries import Entry, ReportOptions, task_entry
+from calib_tasks.report.figures import (
+    ComparisonPoint,
+    write_comparison_figure,
+    write_reliability_diagram,
+)
+from calib_tasks.report.html_page import render_html
+from calib_tasks.report.labels import order_runs, run_label, unique_labels
+from calib_tasks.report.markdown import render_markdown
+from calib_tasks.report.notes import Notes
+from calib_tasks.report.runs import find_run_files, read_run
+from calib_tasks.report.summary import (
+    TITLE,
+    EntryFiles,
+    breakdown_document,
+    ece_with_interval,
+    fmt,
+    slug,
+    summary_blocks,
+)
+
+FIGURES = "figures"
+BREAKDOWNS = "breakdowns"
+SUMMARY = "summary.md"
+HTML = "report.html"
+
+
+def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFiles:
+    name = f"{slug(entry.task)}__run{entry.position + 1}-{slug(entry.label)}"
+    numbers = entry.numbers
+    diagram = None
+    if numbers.bins is not None:
+        diagram = f"{FIGURES}/reliability__{name}"
+        n = f"n = {numbers.n}" + (
+            f" ({numbers.documents} documents)" if numbers.documents != numbers.n else ""
+        )
+        write_reliability_diagram(
+            out_dir / diagram,
+            numbers.bins,
+            title=f"{entry.task}: {entry.label}",
+            stats=f"{n}, accuracy = {fmt(numbers.acc)}\nECE = "
+            f"{ece_with_interval(numbers.ece, numbers.ece_low, numbers.ece_high)} (95% CI)",
+            binning=numbers.binning,
+            observed=numbers.observed,
+        )
+    tables = {}
+    if entry.records:
+        tables = {
+            field: breakdown(entry.records, field, n_bins=options.n_bins, strategy=options.binning)
+            for field in breakdown_fields(entry.records)
+        }
+    files = EntryFiles(diagram, f"{BREAKDOWNS}/{name}.md" if tables else None, tables)
+    if files.breakdown:
+        text = render_markdown(breakdown_document(entry, files))
+        (out_dir / files.breakdown).write_text(text, encoding="utf-8")
+    return files
+
+
+def _comparison(
+    entries: Sequence[Entry], labels: Sequence[str], order_by: str, out_dir: Path
+) -> str | None:
+    """Draw the comparison figure when the entries come from two or more run labels (runs of
+    one label on different tasks share a row); return its stem."""
+    rows = list(dict.fromkeys(labels[p] for p in sorted({e.position for e in entries})))
+    if len(rows) < 2:
+        return None
+    points: dict[str, dict[int, ComparisonPoint]] = {}
+    for e in entries:
+        n = e.numbers
+        points.setdefault(e.task, {})[rows.index(labels[e.position])] = ComparisonPoint(
+            n.ece, n.ece_low, n.ece_high, n.acc
+        )
+    stem = f"{FIGURES}/comparison"
+    write_comparison_figure(out_dir / stem, rows, points, order_by=order_by)
+    return stem
+
+
+def write_report(
+    run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions, notes: Notes
+) -> bool:
+    """Report every calib task of every run under ``run_dirs`` into ``out_dir``; what cannot
+    be reported goes to ``notes`` (and into the report). True when something was reported."""
+    runs = [read_run(files, notes) for files in find_run_files(run_dirs, notes)]
+    order = order_runs([run.model_args for run in runs])
+    runs = [runs[i] for i in order.indices]
+    labels = unique_labels(
+        [run_label(run.model_args, run.model, run.files.folder.name) for run in runs],
+        [run.tasks for run in runs],
+    )
+    for run, label in zip(runs, labels, strict=True):
+        for group in sorted(run.groups):
+            notes.add(
+                f"{group} ({label}): a group (its numbers are means over its tasks); "
+                "its tasks are reported one by one"
+            )
+    (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
+    (out_dir / BREAKDOWNS).mkdir(exist_ok=True)
+    work = [(p, run, labels[p], task) for p, run in enumerate(runs) for task in run.tasks]
+    entries: list[Entry] = []
+    files: dict[tuple[int, str], EntryFiles] = {}
+    for position, run, label, task in tqdm(work, desc="calib-report", unit="task", disable=None):
+        entry = task_entry(position, run, label, task, options, notes)
+        if entry is not None:
+            entries.append(entry)
+            files[(position, task)] = _entry_files(entry, out_dir, options)
+    comparison = _comparison(entries, labels, order.by, out_dir)
+    blocks = summary_blocks(
+        runs, labels, order.by, entries, files, comparison, notes.messages, options
+    )
+    (out_dir / SUMMARY).write_text(render_markdown(blocks), encoding="utf-8")
+    (out_dir / HTML).write_text(render_html(blocks, TITLE, out_dir), encoding="utf-8")
+    return bool(entries)

@@ -1,0 +1,85 @@
+"""A tiny document model shared by summary.md and report.html, so both say the same thing.
+
+A document is a list of blocks; text inside a block is a sequence of inline parts (plain
+strings, ``Code`` and ``Link``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Code:
+    """Inline code (a task name, a path)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link to a file of the report (relative to it); in report.html it goes to ``anchor``,
+    the embedded copy, when there is one."""
+
+    text: str
+    target: str
+    anchor: str | None = None
+
+
+Inline = str | Code | Link
+Text = Sequence[Inline]
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A section heading; ``anchor`` is its id in report.html."""
+
+    text: str
+    level: int
+    anchor: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    """Running text."""
+
+    parts: Text
+
+
+@dataclass(frozen=True)
+class Bullets:
+    """An unordered list."""
+
+    items: Sequence[Text]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table with a header row; columns named in ``right`` are right-aligned (numbers)."""
+
+    header: Sequence[str]
+    rows: Sequence[Sequence[Text]]
+    right: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure of the report: ``png`` (embedded in report.html) and ``svg``, relative paths."""
+
+    png: str
+    svg: str
+    alt: str
+
+
+@dataclass(frozen=True)
+class Collapsed:
+    """Blocks that report.html folds under ``title`` and summary.md leaves out (they have their
+    own Markdown file, linked from summary.md)."""
+
+    title: str
+    anchor: str
+    blocks: Sequence[Block]
+
+
+Block = Heading | Paragraph | Bullets | Table | Figure | Collapsed

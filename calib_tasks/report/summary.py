@@ -1,0 +1,255 @@
+"""The report as a document: what summary.md and report.html say, in the order a person reads it.
+
+Per task a table of runs (n, accuracy, ECE with its interval, MCE, Brier, AUROC, where the
+numbers come from, links to the diagram and breakdown), then the reliability diagrams; before
+that the runs, the notes and the comparison across runs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from calib_tasks.report.breakdown import BreakdownRow
+from calib_tasks.report.document import (
+    Block,
+    Bullets,
+    Code,
+    Collapsed,
+    Figure,
+    Heading,
+    Link,
+    Paragraph,
+    Table,
+    Text,
+)
+from calib_tasks.report.entries import Entry, ReportOptions
+from calib_tasks.report.numbers import binning_text
+from calib_tasks.report.runs import Run
+
+TITLE = "Calibration report"
+
+
+@dataclass(frozen=True)
+class EntryFiles:
+    """The files written for an entry, relative to the report folder (stems without suffix)."""
+
+    diagram: str | None
+    breakdown: str | None
+    breakdown_tables: dict[str, list[BreakdownRow]]
+
+
+def slug(text: str) -> str:
+    """A file- and anchor-safe form of ``text``."""
+    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-").lower() or "x"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    """A number for a table (``n/a`` when unknown)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def ece_with_interval(ece: float, low: float, high: float) -> str:
+    """``0.123 [0.080, 0.190]``, or the ECE alone when the interval is unknown."""
+    if math.isfinite(low) and math.isfinite(high):
+        return f"{fmt(ece)} [{fmt(low)}, {fmt(high)}]"
+    return fmt(ece)
+
+
+def _runs_table(runs: Sequence[Run], labels: Sequence[str]) -> Table:
+    rows = []
+    for position, (run, label) in enumerate(zip(runs, labels, strict=True), start=1):
+        args = ",".join(f"{k}={v}" for k, v in run.model_args.items()) or "n/a"
+        source = run.files.results_file or run.files.folder
+        rows.append(
+            [
+                [str(position)],
+                [label],
+                [run.model or "n/a"],
+                [Code(args)],
+                [run.files.date_id],
+                [Code(str(source))],
+            ]
+        )
+    return Table(
+        ["#", "run", "model", "model arguments", "date", "results file"], rows, right=frozenset({0})
+    )
+
+
+def _task_table(entries: Sequence[Entry], files: dict[tuple[int, str], EntryFiles]) -> Table:
+    rows: list[list[Text]] = []
+    for entry in entries:
+        n = entry.numbers
+        links = files[(entry.position, entry.task)]
+        diagram: Text = (
+            [
+                Link("PNG", f"{links.diagram}.png", slug(f"fig-{links.diagram}")),
+                " ",
+                Link("SVG", f"{links.diagram}.svg"),
+            ]
+            if links.diagram
+            else ["none"]
+        )
+        breakdown: Text = (
+            [Link("table", links.breakdown, slug(f"bd-{links.breakdown}"))]
+            if links.breakdown
+            else ["none"]
+        )
+        rows.append(
+            [
+                [entry.label],
+                [fmt(n.n if n.n is not None else n.documents)],
+                [fmt(n.acc)],
+                [ece_with_interval(n.ece, n.ece_low, n.ece_high)],
+                [fmt(n.mce)],
+                [fmt(n.brier)],
+                [fmt(n.auroc)],
+                [entry.origin],
+                diagram,
+                breakdown,
+            ]
+        )
+    header = [
+        "run",
+        "n",
+        "acc",
+        "ECE [95% CI]",
+        "MCE",
+        "Brier",
+        "AUROC",
+        "numbers from",
+        "diagram",
+        "breakdown",
+    ]
+    return Table(header, rows, right=frozenset({1, 2, 3, 4, 5, 6}))
+
+
+def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
+    kinds = sorted({e.numbers.brier_kind for e in entries if e.numbers.brier_kind})
+    binnings = sorted({e.numbers.binning for e in entries if e.numbers.source == "samples"})
+    parts = []
+    if binnings:
+        parts.append(
+            f"Recomputed from the samples: ECE and MCE with {' / '.join(binnings)}, 95% "
+            f"bootstrap interval (seed {options.seed}). "
+        )
+    if any(e.numbers.source == "results" for e in entries):
+        parts.append(
+            "Numbers from a results file are the task's own (10 equal-width bins, seed 0); "
+            "there n counts documents. "
+        )
+    if kinds:
+        parts.append(f"Brier: {' / '.join(kinds)}. ")
+    if any(e.numbers.documents != e.numbers.n and e.numbers.n is not None for e in entries):
+        parts.append("n counts token predictions; intervals resample whole documents. ")
+    return Paragraph(["".join(parts).strip()])
+
+
+def _breakdown_blocks(files: EntryFiles) -> list[Block]:
+    blocks: list[Block] = []
+    for field, rows in files.breakdown_tables.items():
+        blocks.append(Heading(f"Per {field}", 4, slug(f"bd-{files.breakdown}-{field}")))
+        blocks.append(breakdown_table(field, rows))
+    return blocks
+
+
+def breakdown_table(field: str, rows: Sequence[BreakdownRow]) -> Table:
+    """A breakdown as a table: one row per group."""
+    body: list[list[Text]] = [
+        [[row.group], [str(row.n)], [fmt(row.acc)], [fmt(row.mean_confidence)], [fmt(row.ece)]]
+        for row in rows
+    ]
+    return Table([field, "n", "acc", "mean confidence", "ECE"], body, right=frozenset({1, 2, 3, 4}))
+
+
+def summary_blocks(
+    runs: Sequence[Run],
+    labels: Sequence[str],
+    order_by: str,
+    entries: Sequence[Entry],
+    files: dict[tuple[int, str], EntryFiles],
+    comparison: str | None,
+    notes: Sequence[str],
+    options: ReportOptions,
+) -> list[Block]:
+    """The whole report. ``runs``/``labels`` are in report order (``order_by`` says what that
+    order follows); ``comparison`` is the comparison figure's stem, if one was drawn."""
+    blocks: list[Block] = [
+        Heading(TITLE, 1, "top"),
+        Paragraph(
+            [
+                "Numbers are recomputed with calib_metrics from the per-sample records that "
+                "lm_eval wrote with --log_samples (",
+                binning_text(options.n_bins, options.binning),
+                f", bootstrap seed {options.seed}); a run without them shows its results file's "
+                "numbers. ECE: expected calibration error (lower is better); interval: 95% "
+                "bootstrap.",
+            ]
+        ),
+    ]
+    if runs:
+        blocks += [
+            Heading("Runs", 2, "runs"),
+            Paragraph([f"In report order (by {order_by})."]),
+            _runs_table(runs, labels),
+        ]
+    if notes:
+        blocks += [Heading("Notes", 2, "notes"), Bullets([[note] for note in notes])]
+    if comparison:
+        blocks += [
+            Heading("Comparison across runs", 2, "comparison"),
+            Figure(f"{comparison}.png", f"{comparison}.svg", "ECE and accuracy per task and run"),
+        ]
+    if not entries:
+        blocks.append(Paragraph(["Nothing could be reported: see the notes above."]))
+    for task in sorted({e.task for e in entries}):
+        task_entries = [e for e in entries if e.task == task]
+        blocks += [
+            Heading(f"Task {task}", 2, slug(f"task-{task}")),
+            _task_table(task_entries, files),
+            _task_notes(task_entries, options),
+        ]
+        for entry in task_entries:
+            entry_files = files[(entry.position, entry.task)]
+            if entry_files.diagram:
+                blocks.append(
+                    Heading(f"{task}: {entry.label}", 3, slug(f"fig-{entry_files.diagram}"))
+                )
+                blocks.append(
+                    Figure(
+                        f"{entry_files.diagram}.png",
+                        f"{entry_files.diagram}.svg",
+                        f"Reliability diagram of {task}, {entry.label}",
+                    )
+                )
+            if entry_files.breakdown:
+                blocks.append(
+                    Collapsed(
+                        f"Breakdown of {task}, {entry.label}",
+                        slug(f"bd-{entry_files.breakdown}"),
+                        _breakdown_blocks(entry_files),
+                    )
+                )
+    return blocks
+
+
+def breakdown_document(entry: Entry, files: EntryFiles) -> list[Block]:
+    """The Markdown file of one entry's breakdowns."""
+    blocks: list[Block] = [
+        Heading(f"Breakdown of {entry.task}, {entry.label}", 1, "top"),
+        Paragraph(
+            [
+                f"ECE with {entry.numbers.binning}, computed on each group's records "
+                "alone (small groups give noisy ECE)."
+            ]
+        ),
+    ]
+    for field, rows in files.breakdown_tables.items():
+        blocks += [Heading(f"Per {field}", 2, field), breakdown_table(field, rows)]
+    return blocks

@@ -1,0 +1,117 @@
+"""calib-eval: the harness's own CLI, run as a subprocess, with this package's tasks known."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import calib_tasks
+from calib_tasks import task_dir
+from calib_tasks.cli import include_paths_with_task_dir, main
+
+# The project root, so that the subprocess imports this checkout even when it is not installed.
+PROJECT_ROOT = Path(calib_tasks.__file__).resolve().parent.parent
+
+USER_TASK = """\
+task: user_trivial
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+doc_to_text: "{{{{question}}}}"
+doc_to_choice: ["yes", "no"]
+doc_to_target: "{{{{answer}}}}"
+metric_list:
+  - metric: acc
+metadata:
+  version: 1.0
+"""
+
+
+def calib_eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``calib-eval ARGS`` (as ``python -m calib_tasks.cli``), offline."""
+    python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "PYTHONPATH": python_path,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "calib_tasks.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, f"calib-eval failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def _results(output_path: Path) -> dict:
+    (results_file,) = output_path.rglob("results_*.json")
+    return json.loads(results_file.read_text())
+
+
+def test_task_dir_flag_prints_the_task_folder(tmp_path: Path) -> None:
+    printed = _ok(calib_eval(["--task-dir"], tmp_path)).stdout.strip()
+    assert Path(printed) == task_dir()
+    assert (Path(printed) / "calib_mmlu_mini.yaml").is_file()
+
+
+def test_runs_a_calib_task_without_include_path(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["--model", "dummy", "--tasks", "calib_mmlu_mini", "--limit", "8"]
+    _ok(calib_eval([*args, "--output_path", str(out), "--log_samples"], tmp_path))
+    results = _results(out)
+    metrics = results["results"]["calib_mmlu_mini"]
+    assert results["n-samples"]["calib_mmlu_mini"]["effective"] == 8
+    assert 0.0 <= metrics["ece,none"] <= 1.0
+    assert metrics["ece_ci_low,none"] <= metrics["ece,none"] <= metrics["ece_ci_high,none"]
+    (samples_file,) = out.rglob("samples_calib_mmlu_mini_*.jsonl")
+    lines = samples_file.read_text().splitlines()
+    assert len(lines) == 8
+    assert {"confidence", "correct", "subject"} <= set(json.loads(lines[0])["ece"])
+
+
+def test_user_include_path_adds_to_the_package_tasks(tmp_path: Path) -> None:
+    data = tmp_path / "user_data.jsonl"
+    data.write_text(
+        "".join(json.dumps({"question": f"Is {i} even?", "answer": i % 2}) + "\n" for i in range(6))
+    )
+    user_tasks = tmp_path / "user_tasks"
+    user_tasks.mkdir()
+    (user_tasks / "user_trivial.yaml").write_text(USER_TASK.format(data=data))
+    out = tmp_path / "out"
+    args = ["--model", "dummy", "--tasks", "calib_mmlu_mini,user_trivial", "--limit", "4"]
+    args += ["--include_path", str(user_tasks), "--output_path", str(out), "--log_samples"]
+    proc = _ok(calib_eval(args, tmp_path))
+    results = _results(out)
+    assert set(results["results"]) == {"calib_mmlu_mini", "user_trivial"}
+    assert "acc,none" in results["results"]["user_trivial"]
+    assert "user_trivial" in proc.stdout and "calib_mmlu_mini" in proc.stdout  # the table
+
+
+def test_validate_subcommand_knows_the_package_tasks(monkeypatch, capsys) -> None:
+    from lm_eval.tasks import TaskManager
+
+    # in-process (the patch of TaskManager is undone after the test) to save a harness start
+    monkeypatch.setattr(TaskManager, "__init__", TaskManager.__init__)
+    monkeypatch.setattr(sys, "argv", sys.argv)
+    main(["validate", "--tasks", "calib_mmlu_mini,calib_clm"])
+    assert "All tasks found and valid" in capsys.readouterr().out
+
+
+def test_include_paths_keep_order_without_repeats(tmp_path: Path) -> None:
+    assert include_paths_with_task_dir(None) == [task_dir()]
+    assert include_paths_with_task_dir(str(tmp_path)) == [task_dir(), tmp_path]
+    assert include_paths_with_task_dir([tmp_path, task_dir(), tmp_path]) == [task_dir(), tmp_path]
