@@ -46,7 +46,10 @@ _METRICS: dict[str, tuple[TopLabelFn, str | None]] = {
     "mean_confidence": (lambda p: float(p.confidence.mean()), "mean_confidence"),
     "ece": (lambda p: cm.ece(p.confidence, p.correct), "ece"),
     "mce": (lambda p: cm.mce(p.confidence, p.correct), "mce"),
-    "rms_ce": (lambda p: cm.rms_calibration_error(p.confidence, p.correct), "rms_calibration_error"),
+    "rms_ce": (
+        lambda p: cm.rms_calibration_error(p.confidence, p.correct),
+        "rms_calibration_error",
+    ),
     "ece_one_bin": (lambda p: cm.ece_one_bin(p.confidence, p.correct), "ece_one_bin"),
     "brier_top_label": (lambda p: cm.brier_top_label(p.confidence, p.correct), "brier_top_label"),
     "debiased_l2_ce": (lambda p: cm.debiased_l2_calibration_error(p.confidence, p.correct), None),

@@ -14,12 +14,15 @@ from typing import Any
 
 import datasets
 import numpy as np
+from lm_eval.api.instance import Instance
 
 from calib_tasks.records import top_label_record
 from calib_tasks.task_base import CalibTask
+from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
 LETTERS = ("A", "B", "C", "D")
 CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "nll", "auroc")
+VOCAB_CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "auroc")
 
 SUBJECT_CATEGORY: dict[str, str] = {
     "abstract_algebra": "stem",
@@ -127,6 +130,44 @@ class CalibMMLUTask(CalibTask):
 
     check_doc = staticmethod(check_doc)
     fewshot_group_field = "subject"
+
+
+class CalibMMLUVocabTask(CalibMMLUTask):
+    """calib_mmlu_vocab: the same prompts, confidence over the whole vocabulary.
+
+    One ``token_stats`` request per option letter (" A".." D") gives, at the answer position, the
+    top-1 next-token probability (confidence), whether the top-1 token is the gold letter
+    (correct), and each letter's own probability; their sum is the mass the model puts on the
+    answer format at all.
+    """
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        delimiter = self.config.target_delimiter
+        return [
+            Instance(REQUEST_TYPE, doc, (ctx, delimiter + letter), i, **kwargs)
+            for i, letter in enumerate(LETTERS)
+        ]
+
+    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        gold = int(doc["answer"])
+        confidence = min(float(np.exp(np.float64(results[gold].top1_logprob[0]))), 1.0)
+        correct = bool(results[gold].top1_is_true[0])
+        letter_probs = [float(np.exp(np.float64(r.true_logprob[0]))) for r in results]
+        record = top_label_record(
+            confidence,
+            correct,
+            letter_probs=letter_probs,
+            label=gold,
+            subject=doc["subject"],
+            category=SUBJECT_CATEGORY[doc["subject"]],
+        )
+        return {
+            "acc": int(correct),
+            "option_mass": sum(letter_probs),
+            **dict.fromkeys(VOCAB_CALIB_KEYS, record),
+        }
 
 
 def load_mini(**_: Any) -> datasets.DatasetDict:

@@ -11,6 +11,7 @@ from lm_eval.api.task import ConfigurableTask
 
 import calib_tasks.aggregations  # noqa: F401  (registers the aggregations the YAMLs name)
 
+
 class CalibTask(ConfigurableTask):
     """A ConfigurableTask with document validation and same-group few-shot examples.
 

@@ -99,13 +99,20 @@ def test_cli_results_equal_metrics_recomputed_from_samples(tmp_path, tiny_long_m
     out = tmp_path / "out"
     run_cli(
         [
-            "--model", "hf",
-            "--model_args", f"pretrained={tiny_long_model_dir}",
-            "--device", "cpu",
-            "--include_path", str(task_dir()),
-            "--tasks", "calib_mmlu_mini",
-            "--limit", "60",
-            "--output_path", str(out),
+            "--model",
+            "hf",
+            "--model_args",
+            f"pretrained={tiny_long_model_dir}",
+            "--device",
+            "cpu",
+            "--include_path",
+            str(task_dir()),
+            "--tasks",
+            "calib_mmlu_mini",
+            "--limit",
+            "60",
+            "--output_path",
+            str(out),
             "--log_samples",
         ],
         cwd=tmp_path,
@@ -165,10 +172,15 @@ def test_dummy_model_runs(task_manager):
 
 
 def test_too_many_shots_for_the_mini_file_is_a_clear_error(tiny_long_lm, task_manager):
-    with pytest.raises(ValueError, match=r"calib_mmlu_mini: 9-shot needs 9 few-shot documents with subject"):
+    with pytest.raises(
+        ValueError, match=r"calib_mmlu_mini: 9-shot needs 9 few-shot documents with subject"
+    ):
         lm_eval.simple_evaluate(
-            model=tiny_long_lm, tasks=["calib_mmlu_mini"], task_manager=task_manager,
-            num_fewshot=9, limit=2,
+            model=tiny_long_lm,
+            tasks=["calib_mmlu_mini"],
+            task_manager=task_manager,
+            num_fewshot=9,
+            limit=2,
         )
 
 

@@ -1,0 +1,85 @@
+"""calib_clm: next-token calibration of a causal LM on running text.
+
+Every token of a document with at least one token of context is scored (the first given the
+model's prefix token, exactly like the harness's ``loglikelihood_rolling``): confidence = the
+top-1 next-token probability over the whole vocabulary, correct = the top-1 token is the true
+next token. A document is reduced at once to a ``ConfidenceHistogram`` (resolution 0.01), so the
+aggregation and the samples file stay small whatever the corpus size; acc, ECE, MCE and
+top-label Brier are exact from it, and intervals resample whole documents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import datasets
+import numpy as np
+from lm_eval.api.instance import Instance
+
+from calib_metrics import ConfidenceHistogram
+from calib_tasks.records import histogram_record
+from calib_tasks.task_base import CalibTask
+from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
+
+# 100 cells: exact equal-width ECE for 10, 20, 25, 50 or 100 bins; a few hundred numbers per
+# document at most in the samples file (the record is written once per metric key).
+HISTOGRAM_RESOLUTION = 100
+CALIB_KEYS = ("acc", "ece", "ece_ci_low", "ece_ci_high", "mce", "brier")
+
+
+def token_confidence(stats: TokenStats) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 probability, top-1 is the true token) per scored position."""
+    confidence = np.minimum(np.exp(stats.top1_logprob.astype(np.float64)), 1.0)
+    return confidence, stats.top1_is_true
+
+
+class CalibCLMTask(CalibTask):
+    """Scores every token of each document with the ``token_stats`` request."""
+
+    text_field = "page"
+
+    def check_doc(self, doc: Mapping[str, Any]) -> str | None:
+        text = doc.get(self.text_field)
+        if not isinstance(text, str) or not text.strip():
+            return f"text field {self.text_field!r} is missing or empty"
+        return None
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        return Instance(
+            request_type=REQUEST_TYPE,
+            doc=doc,
+            arguments=("", self.doc_to_target(doc)),
+            idx=0,
+            **kwargs,
+        )
+
+    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        (stats,) = results
+        confidence, correct = token_confidence(stats)
+        text = self.doc_to_target(doc)
+        n_bytes = len(text.encode("utf-8"))
+        histogram = ConfidenceHistogram.from_samples(
+            confidence, correct, resolution=HISTOGRAM_RESOLUTION
+        )
+        record = histogram_record(histogram, n_tokens=int(stats.n), n_bytes=n_bytes)
+        return {
+            **dict.fromkeys(CALIB_KEYS, record),
+            "bits_per_byte": (float(stats.true_logprob.sum(dtype=np.float64)), n_bytes),
+        }
+
+
+class CalibCLMPileTask(CalibCLMTask):
+    """The same task on Pile-style documents, whose text field is ``text``."""
+
+    text_field = "text"
+
+
+def load_mini(**_: Any) -> datasets.DatasetDict:
+    """Bundled public-domain encyclopaedia prose, one ``page`` per document."""
+    from calib_tasks import task_dir
+
+    path = task_dir() / "data" / "clm_mini.jsonl"
+    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(path))})

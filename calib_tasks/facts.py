@@ -1,0 +1,85 @@
+"""calib_facts: first-token fact generation on LAMA T-REx.
+
+Prompt: the relation template with [X] filled by the subject, cut right before [Y]
+("Dante was born in"); the scored continuation is " " + object label; confidence = the top-1
+next-token probability at the first object token; correct = that top-1 token is the object's
+first token. Few-shot examples (``--num_fewshot k``) are the first k other facts of the same
+relation, written out as full sentences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import datasets
+import numpy as np
+from lm_eval.api.instance import Instance
+
+from calib_tasks.lama import LAMA_URL, read_trex
+from calib_tasks.records import top_label_record
+from calib_tasks.task_base import CalibTask
+from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
+
+CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "auroc")
+
+
+def check_fact(doc: Mapping[str, Any]) -> str | None:
+    """None for a usable fact, else what is wrong with it."""
+    template = doc.get("template")
+    if not isinstance(template, str) or template.count("[X]") != 1 or template.count("[Y]") != 1:
+        return f"template must contain [X] and [Y] exactly once, got {template!r}"
+    for field in ("sub_label", "obj_label"):
+        if not isinstance(doc.get(field), str) or not doc[field].strip():
+            return f"{field} is missing or empty"
+    if not prompt(doc):
+        return f"template {template!r} leaves no prompt before [Y]"
+    return None
+
+
+def prompt(doc: Mapping[str, Any]) -> str:
+    """The template with [X] filled, cut right before [Y] (trailing space removed)."""
+    return doc["template"].split("[Y]")[0].replace("[X]", doc["sub_label"]).rstrip()
+
+
+class CalibFactsTask(CalibTask):
+    """One ``token_stats`` request per fact, scored at the first object token."""
+
+    check_doc = staticmethod(check_fact)
+    fewshot_group_field = "relation"
+
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        continuation = self.config.target_delimiter + doc["obj_label"]
+        return Instance(
+            request_type=REQUEST_TYPE, doc=doc, arguments=(ctx, continuation), idx=0, **kwargs
+        )
+
+    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        (stats,) = results
+        confidence = min(float(np.exp(np.float64(stats.top1_logprob[0]))), 1.0)
+        correct = bool(stats.top1_is_true[0])
+        record = top_label_record(
+            confidence,
+            correct,
+            relation=doc["relation"],
+            sub_label=doc["sub_label"],
+            obj_label=doc["obj_label"],
+            object_token_prob=float(np.exp(np.float64(stats.true_logprob[0]))),
+        )
+        return {"acc": int(correct), **dict.fromkeys(CALIB_KEYS, record)}
+
+
+def load_trex(source: str = LAMA_URL, lama_path: str | None = None, **_: Any):
+    """T-REx facts as a one-split dataset; ``--metadata '{"lama_path": ...}'`` overrides source."""
+    return datasets.DatasetDict(
+        {"test": datasets.Dataset.from_list(read_trex(lama_path or source))}
+    )
+
+
+def load_mini(**_: Any) -> datasets.DatasetDict:
+    """The bundled mini facts (countryinfo, in the LAMA layout)."""
+    from calib_tasks import task_dir
+
+    return load_trex(str(task_dir() / "data" / "facts_mini"))
