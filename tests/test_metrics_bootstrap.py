@@ -1,0 +1,228 @@
+"""Bootstrap intervals: containment, determinism, and exact agreement between the generic
+resampling bootstrap and the fast binned/histogram bootstraps that must reproduce it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import calib_metrics as cm
+
+# the array version of each key of binned_bootstrap_ci, as a metric(confidence, correct)
+ARRAY_METRICS = {
+    "acc": lambda c, y: float(np.mean(y)),
+    "mean_confidence": lambda c, y: float(np.mean(c)),
+    "ece": cm.ece,
+    "mce": cm.mce,
+    "rms_calibration_error": cm.rms_calibration_error,
+    "ece_one_bin": cm.ece_one_bin,
+    "brier_top_label": cm.brier_top_label,
+}
+
+
+def sample(seed: int, n: int, exponent: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    confidence = rng.random(n)
+    return confidence, rng.random(n) < confidence**exponent
+
+
+def assert_same_interval(a: cm.ConfidenceInterval, b: cm.ConfidenceInterval) -> None:
+    assert (a.level, a.n_resamples) == (b.level, b.n_resamples)
+    for field in ("estimate", "low", "high"):
+        assert getattr(a, field) == pytest.approx(getattr(b, field), rel=1e-9, abs=1e-14), field
+
+
+@st.composite
+def top_label(draw, max_size: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    n = draw(st.integers(1, max_size))
+    return draw(arrays(np.float64, n, elements=st.floats(0, 1))), draw(arrays(np.bool_, n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(top_label(), st.integers(0, 5), st.floats(0.5, 0.99))
+def test_every_interval_contains_its_estimate(data, n_groups, level):
+    confidence, correct = data
+    groups = None if n_groups == 0 else np.arange(confidence.size) % n_groups
+    intervals = cm.binned_bootstrap_ci(
+        confidence, correct, groups=groups, n_resamples=30, level=level
+    )
+    intervals["generic ece"] = cm.bootstrap_ci(
+        cm.ece, confidence, correct, groups=groups, n_resamples=30, level=level
+    )
+    for key, ci in intervals.items():
+        assert ci.low <= ci.estimate <= ci.high, key
+        assert ci.level == level and ci.n_resamples == 30
+
+
+def test_interval_is_widened_to_the_estimate_when_the_percentiles_lie_above_it():
+    """Calibrated data: the resampled ECEs are biased upwards like the estimate, and here even
+    their 2.5% quantile exceeds the estimate. Resampling reproduced by hand (documented draw)."""
+    confidence, correct = sample(1, 300, exponent=1.0)
+    rng = np.random.Generator(np.random.PCG64(0))
+    values = []
+    for _ in range(1000):
+        index = rng.integers(0, 300, size=300)
+        values.append(cm.ece(confidence[index], correct[index]))
+    raw_low, raw_high = np.quantile(values, [0.025, 0.975])
+    ci = cm.bootstrap_ci(cm.ece, confidence, correct)
+    assert raw_low > ci.estimate == cm.ece(confidence, correct)
+    assert ci.low == ci.estimate and ci.high == raw_high
+
+
+def test_estimates_are_the_exact_array_metrics():
+    confidence, correct = sample(2, 1000)
+    for groups in (None, np.arange(1000) // 7):
+        intervals = cm.binned_bootstrap_ci(confidence, correct, groups=groups, n_resamples=20)
+        assert set(intervals) == set(ARRAY_METRICS)
+        for key, metric in ARRAY_METRICS.items():
+            assert intervals[key].estimate == metric(confidence, correct), key  # bitwise
+
+
+def test_same_seed_same_interval_different_seed_different_interval():
+    confidence, correct = sample(3, 400)
+    groups = np.arange(400) // 4
+    hist = cm.ConfidenceHistogram.from_samples(confidence, correct)
+    runs = {
+        "generic": lambda seed: cm.bootstrap_ci(
+            cm.ece, confidence, correct, n_resamples=200, seed=seed
+        ),
+        "generic groups": lambda seed: cm.bootstrap_ci(
+            cm.ece, confidence, correct, groups=groups, n_resamples=200, seed=seed
+        ),
+        "binned": lambda seed: cm.binned_bootstrap_ci(confidence, correct, seed=seed)["ece"],
+        "binned groups": lambda seed: cm.binned_bootstrap_ci(
+            confidence, correct, groups=groups, seed=seed
+        )["ece"],
+        "histogram": lambda seed: cm.histogram_bootstrap_ci(hist, seed=seed)["ece"],
+    }
+    for name, run in runs.items():
+        assert run(0) == run(0), name
+        assert run(0) == run(cm.DEFAULT_SEED), name
+        first, other = run(0), run(1)
+        assert (first.low, first.high) != (other.low, other.high), name
+
+
+def test_one_item_per_group_is_the_item_bootstrap():
+    confidence, correct = sample(4, 300)
+    for key, metric in ARRAY_METRICS.items():
+        items = cm.bootstrap_ci(metric, confidence, correct, n_resamples=100)
+        groups = cm.bootstrap_ci(
+            metric, confidence, correct, groups=np.arange(300), n_resamples=100
+        )
+        assert items == groups, key  # the same draws
+        binned = cm.binned_bootstrap_ci(
+            confidence, correct, groups=np.arange(300), n_resamples=100
+        )[key]
+        assert_same_interval(binned, items)
+
+
+def test_binned_group_bootstrap_is_the_exact_group_bootstrap():
+    """W @ per-group bin statistics reproduces each resample's metrics exactly, so the fast
+    path gives the intervals of the generic bootstrap that recomputes every metric."""
+    confidence, correct = sample(5, 600)
+    rng = np.random.default_rng(5)
+    groups = np.array([f"doc{g:03d}" for g in rng.integers(0, 45, size=600)])  # unequal sizes
+    binned = cm.binned_bootstrap_ci(confidence, correct, groups=groups, n_resamples=150)
+    for key, metric in ARRAY_METRICS.items():
+        exact = cm.bootstrap_ci(metric, confidence, correct, groups=groups, n_resamples=150)
+        assert_same_interval(binned[key], exact)
+
+
+def test_histogram_bootstraps_equal_the_binned_bootstraps_they_stand_for():
+    confidence, correct = sample(6, 2000)
+    groups = np.random.default_rng(6).integers(0, 60, size=2000)
+    per_group = [
+        cm.ConfidenceHistogram.from_samples(confidence[groups == g], correct[groups == g])
+        for g in range(60)
+    ]
+    from_histograms = cm.histogram_bootstrap_ci(per_group + [cm.ConfidenceHistogram.empty()])
+    from_arrays = cm.binned_bootstrap_ci(confidence, correct, groups=groups)
+    pooled = cm.ConfidenceHistogram.from_samples(confidence, correct)
+    from_histogram = cm.histogram_bootstrap_ci(pooled)
+    from_items = cm.binned_bootstrap_ci(confidence, correct)
+    for key in ARRAY_METRICS:
+        assert_same_interval(from_histograms[key], from_arrays[key])
+        assert_same_interval(from_histogram[key], from_items[key])
+
+
+def test_item_bootstrap_from_a_histogram_approximates_the_exact_one():
+    """Counts per bin are resampled exactly; confidences move by < 1/resolution per item."""
+    confidence, correct = sample(7, 2000)
+    approximate = cm.binned_bootstrap_ci(confidence, correct, n_resamples=2000, seed=1)
+    for key in ("ece", "mce", "brier_top_label", "acc"):
+        exact = cm.bootstrap_ci(ARRAY_METRICS[key], confidence, correct, n_resamples=2000, seed=2)
+        tolerance = 0.1 * (exact.high - exact.low) + 1 / cm.DEFAULT_RESOLUTION
+        assert approximate[key].low == pytest.approx(exact.low, abs=tolerance), key
+        assert approximate[key].high == pytest.approx(exact.high, abs=tolerance), key
+
+
+def test_groups_are_resampled_whole():
+    # item j of group g has confidence g/10 + j/1000: every value identifies its item
+    sizes = [1, 2, 3, 4, 5]
+    confidence = np.array([g / 10 + j / 1000 for g, size in enumerate(sizes) for j in range(size)])
+    groups = np.repeat(np.arange(5), sizes)
+    resamples: list[np.ndarray] = []
+
+    def record(c: np.ndarray, y: np.ndarray) -> float:
+        resamples.append(c.copy())
+        return float(c.size)
+
+    cm.bootstrap_ci(record, confidence, np.ones(confidence.size), groups=groups, n_resamples=50)
+    assert len(resamples) == 51  # 50 resamples, then the estimate
+    for c in resamples[:50]:
+        drawn = np.round(c * 10 - 0.45).astype(int)  # the group of each item
+        counts = np.bincount(drawn, minlength=5) / np.array(sizes)
+        assert np.all(counts == np.round(counts))  # whole groups only
+        assert counts.sum() == 5  # as many groups as there are
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, level=1.0), r"level must lie in \(0, 1\)"),
+        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, level=0.0), r"level must lie in \(0, 1\)"),
+        (lambda c, y: cm.binned_bootstrap_ci(c, y, level=float("nan")), "level must lie"),
+        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, n_resamples=0), "n_resamples must be a"),
+        (lambda c, y: cm.binned_bootstrap_ci(c, y, n_resamples=2.5), "n_resamples must be a"),
+        (lambda c, y: cm.binned_bootstrap_ci(c, y, n_bins=0), "n_bins must be a positive"),
+        (
+            lambda c, y: cm.bootstrap_ci(cm.ece, c, y, groups=[1, 2]),
+            r"groups must have shape \(10,\)",
+        ),
+        (
+            lambda c, y: cm.binned_bootstrap_ci(c, y, groups=np.zeros((10, 1))),
+            r"groups must have shape \(10,\)",
+        ),
+        (
+            lambda c, y: cm.bootstrap_ci(lambda a, b: float("nan"), c, y),
+            "the metric returned NaN or inf on a bootstrap resample",
+        ),
+        (lambda c, y: cm.binned_bootstrap_ci(c[:3], y), "different lengths"),
+        (lambda c, y: cm.histogram_bootstrap_ci([]), "no histograms given"),
+        (
+            lambda c, y: cm.histogram_bootstrap_ci([cm.ConfidenceHistogram.empty()] * 3),
+            "no samples",
+        ),
+        (lambda c, y: cm.histogram_bootstrap_ci(cm.ConfidenceHistogram.empty()), "no samples"),
+        (
+            lambda c, y: cm.histogram_bootstrap_ci(
+                cm.ConfidenceHistogram.from_samples(c, y, 100), n_bins=30
+            ),
+            "n_bins=30 must divide the histogram resolution 100",
+        ),
+    ],
+)
+def test_bad_arguments_are_refused(call, message):
+    confidence, correct = sample(8, 10)
+    with pytest.raises(ValueError, match=message):
+        call(confidence, correct)
+
+
+def test_any_bin_count_works_without_histogram_resolution_constraints():
+    confidence, correct = sample(9, 500)
+    intervals = cm.binned_bootstrap_ci(confidence, correct, n_bins=15, n_resamples=50)
+    assert intervals["ece"].estimate == cm.ece(confidence, correct, 15)
+    assert intervals["ece"].low <= intervals["ece"].estimate <= intervals["ece"].high
