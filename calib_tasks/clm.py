@@ -18,7 +18,7 @@ import numpy as np
 from lm_eval.api.instance import Instance
 
 from calib_metrics import ConfidenceHistogram
-from calib_tasks.records import histogram_record
+from calib_tasks.records import histogram_record, metric_values
 from calib_tasks.task_base import CalibTask
 from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
@@ -58,17 +58,21 @@ class CalibCLMTask(CalibTask):
 
     def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
         (stats,) = results
-        confidence, correct = token_confidence(stats)
-        text = self.doc_to_target(doc)
-        n_bytes = len(text.encode("utf-8"))
-        histogram = ConfidenceHistogram.from_samples(
-            confidence, correct, resolution=HISTOGRAM_RESOLUTION
-        )
-        record = histogram_record(histogram, n_tokens=int(stats.n), n_bytes=n_bytes)
-        return {
-            **dict.fromkeys(CALIB_KEYS, record),
-            "bits_per_byte": (float(stats.true_logprob.sum(dtype=np.float64)), n_bytes),
-        }
+        return document_results(stats, len(self.doc_to_target(doc).encode("utf-8")))
+
+
+def document_results(stats: TokenStats, n_bytes: int) -> dict[str, Any]:
+    """A document's metric values: its histogram record under every calibration key, and
+    (summed log-likelihood, bytes) for the harness's bits_per_byte aggregation."""
+    confidence, correct = token_confidence(stats)
+    histogram = ConfidenceHistogram.from_samples(
+        confidence, correct, resolution=HISTOGRAM_RESOLUTION
+    )
+    record = histogram_record(histogram, n_tokens=int(stats.n), n_bytes=n_bytes)
+    return {
+        **metric_values(record, CALIB_KEYS),
+        "bits_per_byte": (float(stats.true_logprob.sum(dtype=np.float64)), n_bytes),
+    }
 
 
 class CalibCLMPileTask(CalibCLMTask):

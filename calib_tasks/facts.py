@@ -17,7 +17,7 @@ import numpy as np
 from lm_eval.api.instance import Instance
 
 from calib_tasks.lama import LAMA_URL, read_trex
-from calib_tasks.records import top_label_record
+from calib_tasks.records import metric_values, top_label_record
 from calib_tasks.task_base import CalibTask
 from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
@@ -68,7 +68,7 @@ class CalibFactsTask(CalibTask):
             obj_label=doc["obj_label"],
             object_token_prob=float(np.exp(np.float64(stats.true_logprob[0]))),
         )
-        return {"acc": int(correct), **dict.fromkeys(CALIB_KEYS, record)}
+        return {"acc": int(correct), **metric_values(record, CALIB_KEYS)}
 
 
 def load_trex(source: str = LAMA_URL, lama_path: str | None = None, **_: Any):

@@ -16,7 +16,7 @@ import datasets
 import numpy as np
 from lm_eval.api.instance import Instance
 
-from calib_tasks.records import top_label_record
+from calib_tasks.records import metric_values, top_label_record
 from calib_tasks.task_base import CalibTask
 from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
@@ -122,7 +122,7 @@ def process_results(doc: Mapping[str, Any], results: Sequence[tuple[float, bool]
         subject=doc["subject"],
         category=SUBJECT_CATEGORY[doc["subject"]],
     )
-    return {"acc": int(pred == gold), **dict.fromkeys(CALIB_KEYS, record)}
+    return {"acc": int(pred == gold), **metric_values(record, CALIB_KEYS)}
 
 
 class CalibMMLUTask(CalibTask):
@@ -166,7 +166,7 @@ class CalibMMLUVocabTask(CalibMMLUTask):
         return {
             "acc": int(correct),
             "option_mass": sum(letter_probs),
-            **dict.fromkeys(VOCAB_CALIB_KEYS, record),
+            **metric_values(record, VOCAB_CALIB_KEYS),
         }
 
 

@@ -1,10 +1,12 @@
 """The per-sample record that every calib task's ``process_results`` emits, and its pooling.
 
-A task returns the same record under every metric key; each key's aggregation reduces the list of
-records of the whole task, so every metric is computed on the pooled samples (never as an average
-of per-subject or per-document values). Records are plain JSON-friendly dicts, so that
-``--log_samples`` writes them verbatim and ``calib-report`` can recompute everything from the
-samples file.
+A task returns the same record under every calibration key (``metric_values``); each key's
+aggregation reduces the list of records of the whole task, so every metric is computed on the
+pooled samples (never as an average of per-subject or per-document values). Records are plain
+JSON-friendly dicts. ``--log_samples`` writes each metric key's value on the sample's line, so the
+record itself goes under ``RECORD_KEY`` ("ece") only and the other keys hold a ``SharedRecord``
+that the harness writes as a short string: a line carries one copy of the record, from which
+``calib-report`` recomputes everything.
 
 Two kinds:
 
@@ -24,6 +26,31 @@ from typing import Any
 import numpy as np
 
 from calib_metrics import ConfidenceHistogram
+
+RECORD_KEY = "ece"
+
+
+class SharedRecord:
+    """A reference to the record under ``RECORD_KEY``; the samples file shows only its repr."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def __repr__(self) -> str:
+        return f"<calib record: see {RECORD_KEY!r}>"
+
+
+def metric_values(record: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """``record`` under ``RECORD_KEY`` (which must be among ``keys``), a reference elsewhere."""
+    if RECORD_KEY not in keys:
+        raise ValueError(f"the calibration keys {list(keys)} must include {RECORD_KEY!r}")
+    return {key: record if key == RECORD_KEY else SharedRecord(record) for key in keys}
+
+
+def _unwrap(records: Sequence[Any]) -> list[Any]:
+    return [r.record if isinstance(r, SharedRecord) else r for r in records]
 
 
 def top_label_record(confidence: float, correct: bool, **extras: Any) -> dict[str, Any]:
@@ -48,8 +75,9 @@ class PooledTopLabel:
     labels: np.ndarray | None
 
 
-def pool_top_label(records: Sequence[dict[str, Any]]) -> PooledTopLabel:
+def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
     """Stack top-label records into arrays (probabilities only if all records carry them)."""
+    records = _unwrap(records)
     _require_kind(records, "confidence")
     confidence = np.fromiter((r["confidence"] for r in records), float, len(records))
     correct = np.fromiter((r["correct"] for r in records), float, len(records))
@@ -60,17 +88,18 @@ def pool_top_label(records: Sequence[dict[str, Any]]) -> PooledTopLabel:
     return PooledTopLabel(confidence, correct, None, None)
 
 
-def pool_histograms(records: Sequence[dict[str, Any]]) -> list[ConfidenceHistogram]:
+def pool_histograms(records: Sequence[Any]) -> list[ConfidenceHistogram]:
     """One histogram per histogram record (a document), in order."""
+    records = _unwrap(records)
     _require_kind(records, "histogram")
     return [ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
 
 
-def is_histogram_list(records: Sequence[dict[str, Any]]) -> bool:
+def is_histogram_list(records: Sequence[Any]) -> bool:
     """Whether the records are histogram records (checked on the first; pooling checks all)."""
     if not records:
         raise ValueError("no samples to aggregate: the task produced no records")
-    return "histogram" in records[0]
+    return "histogram" in _unwrap(records[:1])[0]
 
 
 def _require_kind(records: Sequence[dict[str, Any]], key: str) -> None:

@@ -30,8 +30,19 @@ def _training_lines() -> list[str]:
     return lines
 
 
-def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 2000) -> Path:
-    """Write a tokenizer and a randomly initialised GPT-2 (seed 0) to ``path`` and return it."""
+def build_tiny_model(
+    path: Path,
+    *,
+    n_positions: int = 64,
+    vocab_size: int = 2000,
+    n_embd: int = 32,
+    n_layer: int = 2,
+) -> Path:
+    """Write a tokenizer and a randomly initialised GPT-2 (seed 0) to ``path`` and return it.
+
+    The defaults make a model that runs in milliseconds; benchmarks ask for a wider, deeper one so
+    that the forward pass dominates as it does for real models.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -60,9 +71,9 @@ def build_tiny_model(path: Path, *, n_positions: int = 64, vocab_size: int = 200
     config = GPT2Config(
         vocab_size=len(fast),
         n_positions=n_positions,
-        n_embd=32,
-        n_layer=2,
-        n_head=2,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=max(2, n_embd // 64),
         bos_token_id=fast.bos_token_id,
         eos_token_id=fast.eos_token_id,
         initializer_range=0.2,  # peaky enough that confidences spread over [0, 1]

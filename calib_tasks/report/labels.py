@@ -1,10 +1,10 @@
 """Run labels and run order derived from a run's model arguments.
 
 A label names what was evaluated: the stem of ``gguf_file``, else the basename of
-``pretrained`` (else ``model``/``path``/``engine``, else the harness's model name), ``@revision`` when one was given, and ``+ adapter``
-for a ``peft`` adapter. Runs are ordered by model size (``70m``, ``1.4b``, ``12B``... in the
-label) and training step (``revision=stepN``) when every run reveals them, else kept in the
-order given.
+``pretrained`` (else ``model``/``path``/``engine``, else the harness's model name), then
+``@revision`` when one was given, and ``+ adapter`` for a ``peft`` adapter. Runs are ordered
+by model size (``70m``, ``1.4b``, ``12B``... in the label) and training step
+(``revision=stepN``) when every run reveals them, else kept in the order given.
 """
 
 from __future__ import annotations
