@@ -10,7 +10,12 @@ from pathlib import Path
 
 import calib_tasks
 from calib_tasks import task_dir
-from calib_tasks.cli import include_paths_with_task_dir, main
+from calib_tasks.cli import (
+    include_paths_with_task_dir,
+    main,
+    make_task_managers_scan_task_dir,
+    names_only_package_tasks,
+)
 
 # The project root, so that the subprocess imports this checkout even when it is not installed.
 PROJECT_ROOT = Path(calib_tasks.__file__).resolve().parent.parent
@@ -115,3 +120,26 @@ def test_include_paths_keep_order_without_repeats(tmp_path: Path) -> None:
     assert include_paths_with_task_dir(None) == [task_dir()]
     assert include_paths_with_task_dir(str(tmp_path)) == [task_dir(), tmp_path]
     assert include_paths_with_task_dir([tmp_path, task_dir(), tmp_path]) == [task_dir(), tmp_path]
+
+
+def test_only_package_task_names_are_recognised() -> None:
+    assert names_only_package_tasks("calib_facts_mini,calib_mmlu")
+    assert names_only_package_tasks(["calib_mini", "calib_clm,calib_facts"])
+    assert not names_only_package_tasks("calib_facts_mini,hellaswag")
+    assert not names_only_package_tasks("calib_*")
+    assert not names_only_package_tasks(",")
+    assert not names_only_package_tasks(None)
+
+
+def test_the_harness_task_index_is_skipped_only_for_package_tasks(monkeypatch) -> None:
+    from lm_eval.config.evaluate_config import EvaluatorConfig
+    from lm_eval.tasks import TaskManager
+
+    # in-process; both patches are undone after the test
+    monkeypatch.setattr(TaskManager, "__init__", TaskManager.__init__)
+    monkeypatch.setattr(EvaluatorConfig, "process_tasks", EvaluatorConfig.process_tasks)
+    make_task_managers_scan_task_dir()
+    ours = EvaluatorConfig(tasks="calib_mmlu_mini,calib_mini").process_tasks()
+    assert "calib_mmlu_mini" in ours.all_tasks and "hellaswag" not in ours.all_tasks
+    mixed = EvaluatorConfig(tasks=["calib_mmlu_mini", "hellaswag"]).process_tasks()
+    assert {"calib_mmlu_mini", "hellaswag"} <= set(mixed.all_tasks)
