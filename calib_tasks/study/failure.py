@@ -1,0 +1,47 @@
+"""Why a point's harness process failed, told from its output and exit status."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+TAIL_LINES = 12
+MAX_REASON = 300
+_EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s*(.*))?$")
+_PROGRESS = re.compile(r"\d+/\d+ \[[\d:<?,. ]*(?:it/s|s/it)?\]|\|\s*\d+%")
+
+
+def output_lines(output: str) -> list[str]:
+    """The non-empty lines of a process's output, progress-bar redraws removed."""
+    lines = []
+    for line in output.replace("\r", "\n").splitlines():
+        if line.strip() and not _PROGRESS.search(line):
+            lines.append(line.rstrip())
+    return lines
+
+
+def failure_reason(output: str, returncode: int) -> str:
+    """One line: the last exception the output shows (with its first detail line when the
+    message continues below it), else what the exit status says."""
+    lines = output_lines(output)
+    for i in range(len(lines) - 1, -1, -1):
+        match = _EXCEPTION.match(lines[i].strip())
+        if match is None:
+            continue
+        reason = lines[i].strip()
+        if (not match.group(2) or reason.endswith(":")) and i + 1 < len(lines):
+            reason += " " + lines[i + 1].strip()
+        return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit status {returncode}, no error message in the output"
+
+
+def output_tail(output: str, n_lines: int = TAIL_LINES) -> list[str]:
+    """The last ``n_lines`` meaningful lines of the output."""
+    return output_lines(output)[-n_lines:]

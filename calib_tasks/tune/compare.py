@@ -1,0 +1,142 @@
+"""ECE and accuracy against epoch, full fine-tuning and LoRA side by side, per task: the figure
+``ece_vs_epoch`` and the table ``comparison.md`` of a calib-tune run.
+
+Epoch 0 is the base model (shared by both methods). For a task whose records name the fact
+(``relation`` and ``sub_label``, as calib_facts does), a second row reports the facts that the
+tuning data does not contain (the examples' ``relation``/``sub_label`` sources), recomputed with
+calib-report's numbers: facts seen in tuning measure memorisation as much as calibration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from calib_tasks.report.document import Block, Code, Figure, Heading, Paragraph, Table
+from calib_tasks.report.entries import Entry
+from calib_tasks.report.markdown import render_markdown
+from calib_tasks.report.numbers import EQUAL_WIDTH, TaskNumbers, top_label_numbers
+from calib_tasks.report.summary import ece_with_interval, fmt
+from calib_tasks.study.figures import SeriesPoint, write_metric_grid
+from calib_tasks.tune.data import Example
+
+FIGURE = "ece_vs_epoch"
+TABLE = "comparison.md"
+METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA"}
+Fact = tuple[str, str]
+
+
+def seen_facts(examples: Sequence[Example]) -> set[Fact]:
+    """The (relation, sub_label) pairs the tuning examples were written from."""
+    return {
+        (str(e.source["relation"]), str(e.source["sub_label"]))
+        for e in examples
+        if "relation" in e.source and "sub_label" in e.source
+    }
+
+
+def held_out_numbers(entry: Entry, seen: Collection[Fact]) -> TaskNumbers | None:
+    """The entry's numbers on the records whose fact is not in ``seen`` (10 equal-width bins,
+    bootstrap seed 0); None when its records do not name facts, or none or all are seen."""
+    records = entry.records or []
+    if not seen or not records or not all("relation" in r and "sub_label" in r for r in records):
+        return None
+    held = [r for r in records if (str(r["relation"]), str(r["sub_label"])) not in seen]
+    if not held or len(held) == len(records):
+        return None
+    return top_label_numbers(held, n_bins=10, strategy=EQUAL_WIDTH, seed=0)
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Row title -> method -> epoch -> numbers."""
+
+    rows: dict[str, dict[str, dict[int, TaskNumbers]]]
+
+
+def curves(
+    entries: Mapping[str, Mapping[int, Mapping[str, Entry]]], seen: Collection[Fact]
+) -> Curves:
+    """Arrange ``entries`` (method -> epoch -> task -> entry) by task, adding the held-out
+    row of fact tasks (see the module docstring)."""
+    rows: dict[str, dict[str, dict[int, TaskNumbers]]] = {}
+    for method, by_epoch in entries.items():
+        for epoch, by_task in sorted(by_epoch.items()):
+            for task, entry in sorted(by_task.items()):
+                rows.setdefault(task, {}).setdefault(method, {})[epoch] = entry.numbers
+                held = held_out_numbers(entry, seen)
+                if held is not None:
+                    title = f"{task}, held-out facts"
+                    rows.setdefault(title, {}).setdefault(method, {})[epoch] = held
+    return Curves(dict(sorted(rows.items())))
+
+
+def write_figure(curves: Curves, out_dir: Path) -> str:
+    """Write ``ece_vs_epoch.png``/``.svg`` into ``out_dir``; returns the stem."""
+    rows = {
+        title: {
+            METHOD_LABELS.get(method, method): [
+                SeriesPoint(float(epoch), numbers) for epoch, numbers in sorted(points.items())
+            ]
+            for method, points in by_method.items()
+        }
+        for title, by_method in curves.rows.items()
+    }
+    write_metric_grid(
+        out_dir / FIGURE,
+        rows,
+        title="Calibration during instruction tuning: full fine-tuning vs LoRA (epoch 0 = base)",
+        x_label="epoch",
+        log_x=False,
+        tick_text=lambda x: f"{x:g}",
+    )
+    return FIGURE
+
+
+def _table(by_method: Mapping[str, Mapping[int, TaskNumbers]]) -> Table:
+    methods = list(by_method)
+    header = ["epoch"]
+    for method in methods:
+        label = METHOD_LABELS.get(method, method)
+        header += [f"{label} ECE [95% CI]", f"{label} acc", f"{label} conf", f"{label} n"]
+    epochs = sorted({epoch for points in by_method.values() for epoch in points})
+    rows = []
+    for epoch in epochs:
+        cells = [[str(epoch)]]
+        for method in methods:
+            n = by_method[method].get(epoch)
+            if n is None:
+                cells += [[""], [""], [""], [""]]
+                continue
+            cells += [
+                [ece_with_interval(n.ece, n.ece_low, n.ece_high)],
+                [fmt(n.acc)],
+                [fmt(n.mean_confidence)],
+                [str(n.n) if n.n is not None else "n/a"],
+            ]
+        rows.append(cells)
+    return Table(header, rows, right=frozenset(range(1, len(header))))
+
+
+def comparison_markdown(curves: Curves, figure: str, setup: Sequence[str]) -> str:
+    """``comparison.md``: the run's ``setup`` lines, the figure and one table per row."""
+    blocks: list[Block] = [
+        Heading("Instruction tuning: full fine-tuning vs LoRA", 1, "comparison"),
+        Paragraph(
+            [
+                "ECE with 10 equal-width bins and its 95% bootstrap interval (1,000 resamples, "
+                "seed 0), accuracy, mean confidence and n, per task and epoch; epoch 0 is the "
+                "base model. Rows named \u201cheld-out facts\u201d keep only the facts whose "
+                "relation and subject are not among the tuning examples' sources. "
+                "Per-checkpoint reliability diagrams: ",
+                Code("eval/report/summary.md"),
+                ".",
+            ]
+        ),
+        *[Paragraph([line]) for line in setup],
+        Figure(f"{figure}.png", f"{figure}.svg", "ECE and accuracy against epoch"),
+    ]
+    for title, by_method in curves.rows.items():
+        blocks += [Heading(title, 2, title), _table(by_method)]
+    return render_markdown(blocks)

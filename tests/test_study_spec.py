@@ -1,0 +1,188 @@
+"""calib-study without the harness: study-file validation, the harness command line, failure
+messages and the study's own figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import signal
+from pathlib import Path
+
+import pytest
+
+from calib_tasks.report.numbers import NAN, TaskNumbers
+from calib_tasks.study.failure import failure_reason, output_tail
+from calib_tasks.study.figures import SeriesPoint, write_metric_grid
+from calib_tasks.study.runner import evaluation_key, harness_args
+from calib_tasks.study.scaling import compact_number
+from calib_tasks.study.spec import EvalSettings, PointSpec, StudyError, load_study, parse_study
+
+
+def _study(points_, **top):
+    return {"tasks": ["calib_facts_mini"], "output_dir": "out", "points": points_} | top
+
+
+def test_typo_in_a_point_names_the_point_and_field_and_keeps_the_others():
+    study = parse_study(
+        _study(
+            [
+                {"name": "pythia-70m", "model": "EleutherAI/pythia-70m", "revison": "step1"},
+                {"name": "pythia-160m", "model": "EleutherAI/pythia-160m"},
+            ]
+        )
+    )
+    bad, good = study.points
+    assert bad.spec is None
+    assert bad.problems == (
+        "point 'pythia-70m': unknown field 'revison' (did you mean 'revision'?)",
+    )
+    assert good.spec == PointSpec("pythia-160m", "EleutherAI/pythia-160m")
+
+
+def test_every_problem_of_a_point_is_listed():
+    (entry,) = parse_study(
+        _study([{"name": "x", "modle": "m", "dtype": [16], "model_args": {"revision": "a"}}])
+    ).points
+    text = "\n".join(entry.problems)
+    assert "point 'x': unknown field 'modle' (did you mean 'model'?)" in text
+    assert "point 'x': missing field 'model'" in text
+    assert "point 'x': field 'dtype' must be a non-empty string" in text
+    assert "point 'x': field 'model_args': 'revision' belongs in the point's field 'revision'" in (
+        text
+    )
+
+
+def test_points_without_a_usable_name_are_numbered_and_duplicates_refused():
+    study = parse_study(
+        _study(
+            [
+                {"model": "m"},
+                {"name": "a b", "model": "m"},
+                {"name": "a", "model": "m"},
+                {"name": "a", "model": "n"},
+                "not a mapping",
+            ]
+        )
+    )
+    labels = [p.label for p in study.points]
+    assert labels == ["point #1", "point #2", "a", "a", "point #5"]
+    assert study.points[0].problems == ("point #1: missing field 'name'",)
+    assert "must be letters, digits" in study.points[1].problems[0]
+    assert study.points[2].spec is not None
+    assert study.points[3].problems == ("point 'a': name already used by point #3",)
+    assert "must be a mapping of fields" in study.points[4].problems[0]
+
+
+def test_a_revision_of_a_local_folder_is_refused(tmp_path: Path):
+    (entry,) = parse_study(
+        _study([{"name": "local", "model": str(tmp_path), "revision": "step1000"}])
+    ).points
+    assert entry.spec is None
+    assert entry.problems[0].startswith("point 'local': field 'revision': 'step1000' cannot")
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ({"taks": ["x"]}, "study: unknown field 'taks' (did you mean 'tasks'?)"),
+        ({"limit": -1}, "field 'limit' must be a number of documents"),
+        ({"limit": {"other_task": 3}}, "field 'limit': other_task not among the study's tasks"),
+        ({"batch_size": "big"}, "field 'batch_size' must be an integer >= 1 or 'auto'"),
+        ({"num_fewshot": 1.5}, "field 'num_fewshot' must be an integer >= 0"),
+        ({"points": []}, "field 'points' must be a non-empty list"),
+        ({"tasks": []}, "field 'tasks' must name at least one task"),
+    ],
+)
+def test_a_malformed_top_level_is_fatal(top, message):
+    with pytest.raises(StudyError, match=re.escape(message)):
+        parse_study(_study([{"name": "a", "model": "m"}], **top))
+
+
+def test_load_study_reports_unreadable_files(tmp_path: Path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("tasks: [a\n")
+    with pytest.raises(StudyError, match="not valid YAML"):
+        load_study(broken)
+    with pytest.raises(StudyError, match="cannot be read"):
+        load_study(tmp_path / "missing.yaml")
+
+
+def test_installed_distribution_paths_resolve():
+    (entry,) = parse_study(_study([{"name": "p", "model": "installed:pytest/pytest"}])).points
+    assert entry.spec is not None and Path(entry.spec.model).name == "pytest"
+    (missing,) = parse_study(_study([{"name": "p", "model": "installed:no-such-dist-x"}])).points
+    assert "no installed Python distribution named 'no-such-dist-x'" in missing.problems[0]
+
+
+def test_harness_arguments_of_a_point(tmp_path: Path):
+    spec = PointSpec(
+        "p", "EleutherAI/pythia-1.4b", revision="step1000", peft="ad", dtype="float16",
+        model_args={"trust_remote_code": "True"},
+    )  # fmt: skip
+    settings = EvalSettings(
+        ("calib_mmlu", "calib_facts"), num_fewshot=0, limit={"calib_mmlu": 3}, batch_size="8",
+        device="cuda:0",
+    )  # fmt: skip
+    args = harness_args(spec, settings, tmp_path)
+    assert args == [
+        "--model", "hf",
+        "--model_args",
+        "pretrained=EleutherAI/pythia-1.4b,revision=step1000,peft=ad,dtype=float16,"
+        "trust_remote_code=True",
+        "--tasks", "calib_mmlu,calib_facts",
+        "--num_fewshot", "0",
+        "--samples", json.dumps({"calib_mmlu": [0, 1, 2]}, separators=(",", ":")),
+        "--batch_size", "8",
+        "--device", "cuda:0",
+        "--output_path", str(tmp_path),
+        "--log_samples",
+    ]  # fmt: skip
+    assert harness_args(spec, EvalSettings(("t",), limit=5.0), tmp_path)[6:8] == ["--limit", "5"]
+    key = evaluation_key(spec, settings)
+    assert "device" not in key and "batch_size" not in key and key["limit"] == {"calib_mmlu": 3}
+
+
+def test_failure_reason_is_the_last_exception_with_its_detail():
+    output = (
+        "Loading weights: 100%|##########| 28/28 [00:00<00:00, 9044.32it/s]\r\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "huggingface_hub.errors.LocalEntryNotFoundError: not in the cache\n"
+        "OSError: We couldn't connect to 'https://huggingface.co' to load the files.\n"
+        "RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM:\n"
+        "\tsize mismatch for lora_A: [2, 32] vs [2, 64].\n"
+        "/x/warnings.py:1: UserWarning: something\n"
+    )
+    assert failure_reason(output, 1) == (
+        "RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM: "
+        "size mismatch for lora_A: [2, 32] vs [2, 64]."
+    )
+    assert not any("it/s" in line for line in output_tail(output))
+    assert failure_reason("", -signal.SIGKILL) == "killed by SIGKILL (out of memory?)"
+    assert failure_reason("nothing useful", 3).startswith("exit status 3")
+
+
+def _numbers(ece: float, acc: float) -> TaskNumbers:
+    return TaskNumbers(
+        "samples", 100, 100, acc, acc + ece, ece, ece * 0.8, ece * 1.2, ece, 0.2, "top-label",
+        NAN, None, "10 equal-width bins",
+    )  # fmt: skip
+
+
+def test_metric_grid_figures_are_written_and_deterministic(tmp_path: Path):
+    rows = {
+        "": {
+            "calib_mmlu": [SeriesPoint(x, _numbers(0.1 / math.log10(x), 0.3)) for x in (7e7, 1e9)],
+            "calib_facts": [SeriesPoint(7e7, _numbers(0.2, 0.1))],
+        }
+    }
+    for name in ("a", "b"):
+        write_metric_grid(
+            tmp_path / name, rows, title="t", x_label="parameters", log_x=True,
+            tick_text=compact_number,
+        )  # fmt: skip
+    assert (tmp_path / "a.png").read_bytes() == (tmp_path / "b.png").read_bytes()
+    assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
+    assert [compact_number(x) for x in (7e7, 1.4e9, 143000, 12)] == ["70M", "1.4B", "143k", "12"]
+
