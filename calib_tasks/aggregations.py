@@ -12,6 +12,7 @@ tasks resample whole documents, not tokens.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from calib_tasks.records import (
     is_histogram_list,
     pool_histograms,
     pool_top_label,
+    unwrap_records,
 )
 
 Records = Sequence[dict[str, Any]]
@@ -68,38 +70,83 @@ def _finite(name: str, value: float) -> float:
     return value
 
 
+class PooledRecords:
+    """A task's records pooled once for all of its aggregations.
+
+    The harness calls each aggregation of a task on its own list of values, but every calib
+    metric key holds the same record objects (``calib_tasks.records.metric_values``), so the
+    arrays, the merged histogram and the ECE bootstrap interval are computed on first use and
+    shared by the task's other aggregations.
+    """
+
+    def __init__(self, records: Records) -> None:
+        self.records = unwrap_records(records)
+        self.is_histogram = is_histogram_list(self.records)
+
+    def holds(self, records: list[Any]) -> bool:
+        """Whether ``records`` (unwrapped) are exactly this pool's record objects, in order."""
+        return len(records) == len(self.records) and all(
+            a is b for a, b in zip(records, self.records, strict=True)
+        )
+
+    @functools.cached_property
+    def top_label(self) -> PooledTopLabel:
+        """The top-label arrays (see ``pool_top_label``)."""
+        return pool_top_label(self.records)
+
+    @functools.cached_property
+    def histograms(self) -> list[cm.ConfidenceHistogram]:
+        """One histogram per document (see ``pool_histograms``)."""
+        return pool_histograms(self.records)
+
+    @functools.cached_property
+    def histogram_metrics(self) -> dict[str, float]:
+        """``calib_metrics.histogram_metrics`` of the merged document histograms."""
+        return cm.histogram_metrics(cm.ConfidenceHistogram.merge(self.histograms))
+
+    @functools.cached_property
+    def ece_interval(self) -> cm.ConfidenceInterval:
+        """95% bootstrap interval of the pooled ECE: documents resampled for token histograms,
+        items otherwise (seeded, so the same records give the same interval)."""
+        if self.is_histogram:
+            return cm.histogram_bootstrap_ci(self.histograms)["ece"]
+        return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
+
+
+_last_pool: PooledRecords | None = None  # the harness aggregates one task at a time
+
+
+def pooled(records: Records) -> PooledRecords:
+    """The pool of ``records``: the previous call's when it holds the same record objects."""
+    global _last_pool
+    if _last_pool is None or not _last_pool.holds(unwrap_records(records)):
+        _last_pool = PooledRecords(records)
+    return _last_pool
+
+
 def _make_metric(name: str, top_label: TopLabelFn, histogram_key: str | None):
     def aggregate(records: Records) -> float:
-        if is_histogram_list(records):
+        pool = pooled(records)
+        if pool.is_histogram:
             if histogram_key is None:
                 raise ValueError(
                     f"{name} is not computable from token histograms; "
                     "use it on a task with per-prediction records"
                 )
-            merged = cm.ConfidenceHistogram.merge(pool_histograms(records))
-            return _finite(name, cm.histogram_metrics(merged)[histogram_key])
-        return _finite(name, top_label(pool_top_label(records)))
+            return _finite(name, pool.histogram_metrics[histogram_key])
+        return _finite(name, top_label(pool.top_label))
 
     aggregate.__name__ = f"calib_{name}"
     aggregate.__doc__ = f"Pooled {name} of a task's calib records (see calib_metrics)."
     return aggregate
 
 
-def ece_interval(records: Records) -> cm.ConfidenceInterval:
-    """95% bootstrap interval of the pooled ECE: documents resampled for token histograms,
-    items otherwise (seeded, so the same records give the same interval)."""
-    if is_histogram_list(records):
-        return cm.histogram_bootstrap_ci(pool_histograms(records))["ece"]
-    pooled = pool_top_label(records)
-    return cm.binned_bootstrap_ci(pooled.confidence, pooled.correct)["ece"]
-
-
 def _ece_ci_low(records: Records) -> float:
-    return _finite("ece_ci_low", ece_interval(records).low)
+    return _finite("ece_ci_low", pooled(records).ece_interval.low)
 
 
 def _ece_ci_high(records: Records) -> float:
-    return _finite("ece_ci_high", ece_interval(records).high)
+    return _finite("ece_ci_high", pooled(records).ece_interval.high)
 
 
 AGGREGATIONS: dict[str, Callable[[Records], float]] = {

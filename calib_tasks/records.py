@@ -49,7 +49,8 @@ def metric_values(record: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]
     return {key: record if key == RECORD_KEY else SharedRecord(record) for key in keys}
 
 
-def _unwrap(records: Sequence[Any]) -> list[Any]:
+def unwrap_records(records: Sequence[Any]) -> list[Any]:
+    """The records themselves, ``SharedRecord`` references replaced by what they refer to."""
     return [r.record if isinstance(r, SharedRecord) else r for r in records]
 
 
@@ -77,7 +78,7 @@ class PooledTopLabel:
 
 def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
     """Stack top-label records into arrays (probabilities only if all records carry them)."""
-    records = _unwrap(records)
+    records = unwrap_records(records)
     _require_kind(records, "confidence")
     confidence = np.fromiter((r["confidence"] for r in records), float, len(records))
     correct = np.fromiter((r["correct"] for r in records), float, len(records))
@@ -90,7 +91,7 @@ def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
 
 def pool_histograms(records: Sequence[Any]) -> list[ConfidenceHistogram]:
     """One histogram per histogram record (a document), in order."""
-    records = _unwrap(records)
+    records = unwrap_records(records)
     _require_kind(records, "histogram")
     return [ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
 
@@ -99,7 +100,7 @@ def is_histogram_list(records: Sequence[Any]) -> bool:
     """Whether the records are histogram records (checked on the first; pooling checks all)."""
     if not records:
         raise ValueError("no samples to aggregate: the task produced no records")
-    return "histogram" in _unwrap(records[:1])[0]
+    return "histogram" in unwrap_records(records[:1])[0]
 
 
 def _require_kind(records: Sequence[dict[str, Any]], key: str) -> None:

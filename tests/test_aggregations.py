@@ -1,0 +1,116 @@
+"""The registered calib aggregations, called as the harness calls them: one list of values per
+metric key, the keys of one task after another."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from lm_eval.api.registry import get_aggregation
+
+import calib_metrics as cm
+from calib_tasks import aggregations
+from calib_tasks.records import histogram_record, metric_values, top_label_record
+
+TOP_LABEL_KEYS = ("ece", "mce", "brier_top_label", "auroc", "nll", "ece_ci_low", "ece_ci_high")
+HISTOGRAM_KEYS = ("ece", "mce", "rms_ce", "pooled_acc", "ece_ci_low", "ece_ci_high")
+
+
+def _task_values(records: list[dict], keys: tuple[str, ...]) -> dict[str, list]:
+    """What the harness hands each aggregation: per key, the values of every sample."""
+    per_sample = [metric_values(record, keys) for record in records]
+    return {key: [values[key] for values in per_sample] for key in keys}
+
+
+def _mmlu_like(seed: int, n: int) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(4), size=n)
+    labels = rng.integers(0, 4, size=n)
+    records = [
+        top_label_record(p.max(), p.argmax() == y, probs=p.tolist(), label=int(y))
+        for p, y in zip(probs, labels, strict=True)
+    ]
+    return records, probs, labels
+
+
+def _documents(seed: int, n_docs: int) -> tuple[list[dict], np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(20, 200, size=n_docs)
+    confidence = np.round(rng.random(sizes.sum()), 2)  # on the histogram's cells: exact
+    correct = rng.random(sizes.sum()) < confidence
+    doc = np.repeat(np.arange(n_docs), sizes)
+    records = [
+        histogram_record(
+            cm.ConfidenceHistogram.from_samples(confidence[doc == d], correct[doc == d], 100)
+        )
+        for d in range(n_docs)
+    ]
+    return records, confidence, correct, doc
+
+
+def test_interleaved_tasks_each_get_their_own_numbers():
+    mmlu, probs, labels = _mmlu_like(0, 300)
+    docs, confidence, correct, doc = _documents(1, 12)
+    mmlu_values = _task_values(mmlu, TOP_LABEL_KEYS)
+    doc_values = _task_values(docs, HISTOGRAM_KEYS)
+    top_conf, top_correct = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
+    top_ci = cm.binned_bootstrap_ci(top_conf, top_correct)["ece"]
+    doc_ci = cm.binned_bootstrap_ci(confidence, correct, groups=doc)["ece"]
+    expected_mmlu = {
+        "ece": cm.ece(top_conf, top_correct),
+        "mce": cm.mce(top_conf, top_correct),
+        "brier_top_label": cm.brier_top_label(top_conf, top_correct),
+        "auroc": cm.auroc(top_conf, top_correct),
+        "nll": cm.nll(probs, labels),
+        "ece_ci_low": top_ci.low,
+        "ece_ci_high": top_ci.high,
+    }
+    expected_docs = {
+        "ece": cm.ece(confidence, correct),
+        "mce": cm.mce(confidence, correct),
+        "rms_ce": cm.rms_calibration_error(confidence, correct),
+        "pooled_acc": correct.mean(),
+        "ece_ci_low": doc_ci.low,
+        "ece_ci_high": doc_ci.high,
+    }
+    # one key of one task, then one of the other, and back: no task sees the other's pool
+    for mmlu_key, doc_key in zip(TOP_LABEL_KEYS, HISTOGRAM_KEYS, strict=False):
+        got = get_aggregation(mmlu_key)(mmlu_values[mmlu_key])
+        assert got == pytest.approx(expected_mmlu[mmlu_key], abs=1e-12), mmlu_key
+        got = get_aggregation(doc_key)(doc_values[doc_key])
+        assert got == pytest.approx(expected_docs[doc_key], abs=1e-12), doc_key
+    assert get_aggregation("nll")(mmlu_values["nll"]) == pytest.approx(expected_mmlu["nll"])
+
+
+def test_records_equal_in_value_but_distinct_are_pooled_afresh():
+    records, *_ = _mmlu_like(2, 50)
+    first = get_aggregation("ece")(records)
+    flipped = [dict(r, correct=1 - r["correct"]) for r in records]
+    assert get_aggregation("ece")(flipped) != first
+    assert get_aggregation("ece")([dict(r) for r in records]) == first
+
+
+def test_one_bootstrap_serves_both_interval_ends(monkeypatch):
+    calls = []
+    bootstrap = cm.binned_bootstrap_ci
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return bootstrap(*args, **kwargs)
+
+    monkeypatch.setattr(aggregations.cm, "binned_bootstrap_ci", counting)
+    records, *_ = _mmlu_like(3, 200)
+    values = _task_values(records, TOP_LABEL_KEYS)
+    low = get_aggregation("ece_ci_low")(values["ece_ci_low"])
+    high = get_aggregation("ece_ci_high")(values["ece_ci_high"])
+    assert low <= get_aggregation("ece")(values["ece"]) <= high
+    assert len(calls) == 1
+
+
+def test_no_records_and_foreign_values_are_named():
+    with pytest.raises(ValueError, match="no samples to aggregate"):
+        get_aggregation("ece")([])
+    with pytest.raises(ValueError, match="sample 1 is not a 'confidence' record"):
+        get_aggregation("mce")([top_label_record(0.5, True), 0.7])
+    docs, *_ = _documents(4, 3)
+    with pytest.raises(ValueError, match="auroc is not computable from token histograms"):
+        get_aggregation("auroc")(docs)
