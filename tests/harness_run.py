@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from calib_tasks import task_dir
+
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run ``lm_eval`` from this virtualenv, offline, and fail with its output if it fails."""
@@ -30,3 +32,23 @@ def read_output(output_path: Path) -> tuple[dict[str, Any], dict[str, list[dict[
         task = path.name[len("samples_") :].rsplit("_", 1)[0]
         samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
     return results, samples
+
+
+def write_task(folder: Path, template: str, name: str, docs: list[dict[str, Any]], **config: Any):
+    """Write task ``name`` into ``folder``: the package's task template ``template`` (a file name
+    in the task folder) on ``docs`` (the test split, as JSON Lines), with ``config`` overriding
+    the template's keys. Returns a TaskManager that knows the task."""
+    from lm_eval.tasks import TaskManager
+
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    task = {
+        "include": str(task_dir() / template),
+        "task": name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+        **config,
+    }
+    (folder / f"{name}.yaml").write_text(json.dumps(task))
+    return TaskManager(include_path=str(folder))

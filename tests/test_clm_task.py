@@ -8,10 +8,9 @@ import math
 import lm_eval
 import numpy as np
 import pytest
-from harness_run import read_output, run_cli
+from harness_run import read_output, run_cli, write_task
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
-from lm_eval.tasks import TaskManager
 
 import calib_metrics as cm
 from calib_tasks import task_dir
@@ -99,20 +98,8 @@ def test_unsupported_backend_is_a_clear_error(task_manager):
 
 def test_empty_document_fails_naming_task_and_document(tmp_path):
     pages = [{"page": "Some text here."}, {"page": "   "}]
-    data = tmp_path / "pages.jsonl"
-    data.write_text("".join(json.dumps(p) + "\n" for p in pages))
-    config = {
-        "include": str(task_dir() / "_calib_clm_template_yaml"),
-        "task": "calib_clm_broken",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "doc_to_target": "page",
-    }
-    (tmp_path / "calib_clm_broken.yaml").write_text(json.dumps(config))
+    manager = write_task(
+        tmp_path, "_calib_clm_template_yaml", "calib_clm_broken", pages, doc_to_target="page"
+    )
     with pytest.raises(ValueError, match=r"calib_clm_broken: document 1 of split 'test'.*empty"):
-        lm_eval.simple_evaluate(
-            model="dummy",
-            tasks=["calib_clm_broken"],
-            task_manager=TaskManager(include_path=str(tmp_path)),
-        )
+        lm_eval.simple_evaluate(model="dummy", tasks=["calib_clm_broken"], task_manager=manager)

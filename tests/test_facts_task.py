@@ -11,8 +11,8 @@ import zipfile
 import lm_eval
 import numpy as np
 import pytest
+from harness_run import write_task
 from lm_eval.api.instance import Instance
-from lm_eval.tasks import TaskManager
 
 import calib_metrics as cm
 from calib_tasks import task_dir
@@ -175,20 +175,8 @@ def test_bad_facts_fail_naming_task_and_document(tmp_path, broken, message):
         for i in range(3)
     ]
     facts[1] = {**facts[1], **broken}
-    data = tmp_path / "facts.jsonl"
-    data.write_text("".join(json.dumps(f) + "\n" for f in facts))
-    config = {
-        "include": str(task_dir() / "_calib_facts_template_yaml"),
-        "task": "calib_facts_broken",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-    }
-    (tmp_path / "calib_facts_broken.yaml").write_text(json.dumps(config))
+    manager = write_task(tmp_path, "_calib_facts_template_yaml", "calib_facts_broken", facts)
     with pytest.raises(
         ValueError, match=rf"calib_facts_broken: document 1 of split 'test' is invalid: {message}"
     ):
-        lm_eval.simple_evaluate(
-            model="dummy",
-            tasks=["calib_facts_broken"],
-            task_manager=TaskManager(include_path=str(tmp_path)),
-        )
+        lm_eval.simple_evaluate(model="dummy", tasks=["calib_facts_broken"], task_manager=manager)

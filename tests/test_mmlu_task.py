@@ -9,7 +9,7 @@ from pathlib import Path
 import lm_eval
 import numpy as np
 import pytest
-from harness_run import read_output, run_cli
+from harness_run import read_output, run_cli, write_task
 from lm_eval.tasks import TaskManager
 
 import calib_metrics as cm
@@ -196,17 +196,8 @@ def test_too_many_shots_for_the_mini_file_is_a_clear_error(tiny_long_lm, task_ma
 def test_bad_documents_fail_before_any_model_call(tmp_path, broken, message):
     docs = _mini_docs()[:5]
     docs[2] = {**docs[2], **broken}
-    data = tmp_path / "broken.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-    config = {
-        "include": str(task_dir() / "_calib_mmlu_template_yaml"),
-        "task": "calib_mmlu_broken",
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "fewshot_split": "test",
-    }
-    (tmp_path / "calib_mmlu_broken.yaml").write_text(json.dumps(config))
-    manager = TaskManager(include_path=str(tmp_path))
+    manager = write_task(
+        tmp_path, "_calib_mmlu_template_yaml", "calib_mmlu_broken", docs, fewshot_split="test"
+    )
     with pytest.raises(ValueError, match=rf"calib_mmlu_broken: {message}"):
         lm_eval.simple_evaluate(model="dummy", tasks=["calib_mmlu_broken"], task_manager=manager)
