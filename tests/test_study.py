@@ -131,15 +131,18 @@ def test_good_points_finish_and_bad_points_fail_with_their_reason(grid):
         "[5/8] local-revision: INVALID: point 'local-revision': field 'revision': 'step100' "
         "cannot be loaded from the local folder",
         "[6/8] missing-revision (revision step999): running calib_facts_mini,calib_mmlu_mini "
-        "... FAILED: OSError: We couldn't connect to 'https://huggingface.co' to load the files",
+        "... FAILED: field 'model' / 'revision': OSError: We couldn't connect to "
+        "'https://huggingface.co' to load the files",
         "[7/8] wrong-adapter (peft ",
-        "[8/8] unknown-model: running calib_facts_mini,calib_mmlu_mini ... FAILED: OSError:",
+        "[8/8] unknown-model: running calib_facts_mini,calib_mmlu_mini ... FAILED: "
+        "field 'model': OSError:",
     }
     for start in expected:
         assert any(line.startswith(start) for line in lines), (start, output)
     adapter_line = next(line for line in lines if line.startswith("[7/8]"))
-    assert "FAILED: RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM: " in (
-        adapter_line
+    assert (
+        "FAILED: field 'peft': RuntimeError: Error(s) in loading state_dict for "
+        "PeftModelForCausalLM: " in adapter_line
     )
     assert "size mismatch" in adapter_line
     for name in ("missing-revision", "wrong-adapter", "unknown-model"):
@@ -168,7 +171,7 @@ def test_report_orders_runs_and_draws_the_study_figures(grid):
     for name in GOOD:
         assert f"| {name} |" in study_md
     assert "| typo |" in study_md and "INVALID: point 'typo'" in study_md
-    assert "FAILED: RuntimeError" in study_md
+    assert "FAILED: field 'peft': RuntimeError" in study_md
 
 
 def test_points_reveal_their_size_and_step(grid):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from calib_tasks.report.numbers import NAN, TaskNumbers
-from calib_tasks.study.failure import failure_reason, output_tail
+from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.figures import SeriesPoint, write_metric_grid
 from calib_tasks.study.runner import evaluation_key, harness_args
 from calib_tasks.study.scaling import compact_number
@@ -161,6 +161,23 @@ def test_failure_reason_is_the_last_exception_with_its_detail():
     assert not any("it/s" in line for line in output_tail(output))
     assert failure_reason("", -signal.SIGKILL) == "killed by SIGKILL (out of memory?)"
     assert failure_reason("nothing useful", 3).startswith("exit status 3")
+
+
+def test_failures_are_blamed_on_the_field_that_names_what_cannot_be_loaded():
+    point = {"model", "revision", "peft"}
+    revision = "OSError: step9 is not a valid git identifier (branch name, tag name or commit id)"
+    adapter = "RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM: size mismatch"
+    model = "OSError: org/nope is not a local folder and is not a valid model identifier listed"
+    offline = "OSError: ... to load the files, and couldn't find them in the cached files."
+    assert blamed_fields(revision, point) == ("revision",)
+    assert blamed_fields(adapter, point) == ("peft",)
+    assert blamed_fields(adapter, {"model"}) == ()  # no adapter given: not the adapter's fault
+    assert blamed_fields(model, point) == ("model",)
+    no_folder = "OSError: Repo id must be in the form 'repo_name' or 'namespace/repo_name': '/x/y'"
+    assert blamed_fields(no_folder, {"model"}) == ("model",)
+    assert blamed_fields(offline, point) == ("model", "revision")
+    assert blamed_fields(offline, {"model"}) == ("model",)
+    assert blamed_fields("torch.OutOfMemoryError: CUDA out of memory", point) == ()
 
 
 def _numbers(ece: float, acc: float) -> TaskNumbers:

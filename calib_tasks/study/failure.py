@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import re
 import signal
+from collections.abc import Collection
 
 TAIL_LINES = 12
 MAX_REASON = 300
 _EXCEPTION = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt))(?::\s*(.*))?$")
 _PROGRESS = re.compile(r"\d+/\d+ \[[\d:<?,. ]*(?:it/s|s/it)?\]|\|\s*\d+%")
+# What transformers, huggingface_hub and peft say when a point's field names something that
+# cannot be loaded (transformers.utils.hub turns most hub errors into these OSErrors).
+_FIELD_ERRORS = (
+    ("revision", re.compile(r"is not a valid git identifier|RevisionNotFound")),
+    ("peft", re.compile(r"PeftModel|[Aa]dapter")),
+    (
+        "model",
+        re.compile(
+            r"is not a local folder and is not a valid model identifier|RepositoryNotFound"
+            r"|does not appear to have a file named config\.json|Repo id must be in the form"
+        ),
+    ),
+)
+_NOT_CACHED = "couldn't find them in the cached files"
 
 
 def output_lines(output: str) -> list[str]:
@@ -40,6 +55,19 @@ def failure_reason(output: str, returncode: int) -> str:
         hint = " (out of memory?)" if -returncode == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit status {returncode}, no error message in the output"
+
+
+def blamed_fields(reason: str, given: Collection[str]) -> tuple[str, ...]:
+    """The point fields that a failure ``reason`` (``failure_reason``) points at, among the
+    fields the point ``given`` (e.g. ``{"model", "revision"}``): a revision that does not exist,
+    an adapter that does not load onto the model, a model that does not exist; for files
+    neither on the hub nor in the local hub cache, the model and its revision together."""
+    for field, pattern in _FIELD_ERRORS:
+        if field in given and pattern.search(reason):
+            return (field,)
+    if _NOT_CACHED in reason:
+        return tuple(field for field in ("model", "revision") if field in given)
+    return ()
 
 
 def output_tail(output: str, n_lines: int = TAIL_LINES) -> list[str]:

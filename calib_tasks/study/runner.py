@@ -26,7 +26,7 @@ from typing import Any, Literal, TextIO
 
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.runs import find_run_files, read_run
-from calib_tasks.study.failure import failure_reason, output_tail
+from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
@@ -154,6 +154,9 @@ def _evaluate(
             if proc.returncode != 0
             else "the harness exited normally but wrote no complete results"
         )
+        fields = blamed_fields(reason, spec.given_fields())
+        if fields:
+            reason = f"field {' / '.join(map(repr, fields))}: {reason}"
         shutil.rmtree(partial, ignore_errors=True)
         print(f"FAILED: {reason}", file=out)
         for line in output_tail(output):

@@ -92,6 +92,11 @@ class PointSpec:
                 args[key] = getattr(self, key)
         return {**args, **self.model_args}
 
+    def given_fields(self) -> set[str]:
+        """The optional fields this point sets, with ``model``."""
+        optional = ("revision", "peft", "dtype")
+        return {"model"} | {key for key in optional if getattr(self, key) is not None}
+
     def description(self) -> str:
         """``name (revision step1000, peft adapter)``: the name and what sets it apart."""
         extras = [
