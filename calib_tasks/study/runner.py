@@ -11,6 +11,7 @@ have changed since.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -73,11 +74,32 @@ def harness_args(spec: PointSpec, settings: EvalSettings, output_path: Path) -> 
     return [*args, "--output_path", str(output_path), "--log_samples"]
 
 
+def folder_fingerprint(path: str) -> str | None:
+    """A digest of the files in the local folder ``path`` (relative path, size and modification
+    time of each), None when ``path`` is not a local folder (e.g. a hub name)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        info = file.stat()
+        digest.update(f"{file.relative_to(folder)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
 def evaluation_key(spec: PointSpec, settings: EvalSettings) -> dict[str, Any]:
-    """What a point's numbers depend on (batch size and device are left out)."""
+    """What a point's numbers depend on (batch size and device are left out), including the
+    files of a local model or adapter folder, so that a checkpoint rewritten in place (e.g. by
+    calib-tune retraining) is evaluated again."""
+    local = {"model": spec.model, "peft": spec.peft}
     return {
         "backend": spec.backend,
         "model_args": spec.harness_model_args(),
+        "local_files": {
+            field: fingerprint
+            for field, path in local.items()
+            if path is not None and (fingerprint := folder_fingerprint(path)) is not None
+        },
         "tasks": list(settings.tasks),
         "num_fewshot": settings.num_fewshot,
         "limit": dict(settings.limit) if isinstance(settings.limit, Mapping) else settings.limit,
@@ -154,7 +176,8 @@ def _evaluate(
             if proc.returncode != 0
             else "the harness exited normally but wrote no complete results"
         )
-        fields = blamed_fields(reason, spec.given_fields())
+        per_task_limit = {"limit"} if isinstance(settings.limit, Mapping) else set()
+        fields = blamed_fields(reason, spec.given_fields() | per_task_limit)
         if fields:
             reason = f"field {' / '.join(map(repr, fields))}: {reason}"
         shutil.rmtree(partial, ignore_errors=True)

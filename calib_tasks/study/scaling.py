@@ -13,6 +13,7 @@ from calib_tasks.report.summary import ece_with_interval, fmt
 from calib_tasks.study.figures import Rows, SeriesPoint, write_metric_grid
 from calib_tasks.study.results import PointResults
 from calib_tasks.study.runner import PointOutcome
+from calib_tasks.study.spec import DEFAULT_BACKEND
 
 PARAMS_FIGURE = "ece_vs_params"
 STEP_FIGURE = "ece_vs_step"
@@ -44,6 +45,23 @@ def _rows(
     return {"": dict(sorted(series.items()))}
 
 
+def _variant(result: PointResults) -> str:
+    """What sets a point apart besides its size and step (dtype, adapter, backend, other
+    model arguments), so that such points get lines of their own."""
+    spec = result.spec
+    parts = [
+        f"dtype {spec.dtype}" if spec.dtype else "",
+        f"peft {Path(spec.peft).name}" if spec.peft else "",
+        spec.backend if spec.backend != DEFAULT_BACKEND else "",
+        *(f"{key}={value}" for key, value in sorted(spec.model_args.items())),
+    ]
+    return ", ".join(part for part in parts if part)
+
+
+def _split(*parts: str) -> str:
+    return ", ".join(part for part in parts if part)
+
+
 def _distinct(values: Iterable[float | None]) -> int:
     return len({v for v in values if v is not None})
 
@@ -56,7 +74,7 @@ def write_scaling_figures(results: Sequence[PointResults], out_dir: Path) -> lis
         rows = _rows(
             results,
             lambda r: r.parameters,
-            lambda r: f"step {r.step}" if r.step is not None else "final",
+            lambda r: _split(f"step {r.step}" if r.step is not None else "final", _variant(r)),
         )
         write_metric_grid(
             out_dir / PARAMS_FIGURE,
@@ -73,7 +91,9 @@ def write_scaling_figures(results: Sequence[PointResults], out_dir: Path) -> lis
         rows = _rows(
             results,
             lambda r: r.step,
-            lambda r: compact_number(r.parameters) if r.parameters else r.spec.model,
+            lambda r: _split(
+                compact_number(r.parameters) if r.parameters else r.spec.model, _variant(r)
+            ),
         )
         write_metric_grid(
             out_dir / STEP_FIGURE,

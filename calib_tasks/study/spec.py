@@ -28,6 +28,7 @@ invalid (its problems name the point and the field), and the other points still 
 from __future__ import annotations
 
 import difflib
+import functools
 import importlib.metadata
 import re
 from collections.abc import Mapping
@@ -233,7 +234,7 @@ def parse_point(raw: Any, index: int, taken: Mapping[str, int]) -> PointEntry:
         )
     problems += [_unknown_field(where, key, POINT_FIELDS) for key in raw if key not in POINT_FIELDS]
     model = _model(where, raw, problems)
-    if model is None and "model" not in raw:
+    if raw.get("model") is None:
         problems.append(f"{where}: missing field 'model'")
     revision = _text_field(where, raw, "revision", problems)
     if revision is not None and model is not None and Path(model).expanduser().is_dir():
@@ -267,13 +268,21 @@ def _tasks(raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tasks))
 
 
-def _limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | None:
+def parse_limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | None:
+    """Validate ``limit`` (see ``EvalSettings``) for the study's ``tasks``; ``StudyError``
+    names the problem. A per-task limit names tasks, not groups: the harness applies it to the
+    tasks themselves, so a group's limit would silently do nothing."""
     if raw is None:
         return None
     if isinstance(raw, Mapping):
         unknown = [str(task) for task in raw if task not in tasks]
         if unknown:
             raise StudyError(f"field 'limit': {', '.join(unknown)} not among the study's tasks")
+        groups = [str(name) for name in raw if name in _package_groups()]
+        if groups:
+            raise StudyError(
+                f"field 'limit': {', '.join(groups)} is a group; per-task limits name its tasks"
+            )
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in raw.values()):
             raise StudyError(f"field 'limit': per-task limits must be integers >= 1, got {raw!r}")
         return {str(task): int(n) for task, n in raw.items()}
@@ -290,6 +299,15 @@ def _limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | None:
     return float(raw)
 
 
+@functools.cache
+def _package_groups() -> frozenset[str]:
+    from lm_eval.tasks import TaskManager
+
+    from calib_tasks import task_dir
+
+    return frozenset(TaskManager(include_path=str(task_dir()), include_defaults=False).all_groups)
+
+
 def _settings(raw: Mapping[str, Any]) -> EvalSettings:
     tasks = _tasks(raw.get("tasks"))
     num_fewshot = raw.get("num_fewshot")
@@ -297,7 +315,7 @@ def _settings(raw: Mapping[str, Any]) -> EvalSettings:
         isinstance(num_fewshot, bool) or not isinstance(num_fewshot, int) or num_fewshot < 0
     ):
         raise StudyError(f"field 'num_fewshot' must be an integer >= 0, got {num_fewshot!r}")
-    limit = _limit(raw.get("limit"), tasks)
+    limit = parse_limit(raw.get("limit"), tasks)
     batch_size = raw.get("batch_size")
     if batch_size is not None and not (
         (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1)
