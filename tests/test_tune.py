@@ -129,6 +129,29 @@ def test_same_seed_same_weights(method: str, model_dir: Path, tmp_path: Path):
     assert not all(torch.equal(runs["a"][k], runs["c"][k]) for k in runs["a"])
 
 
+def test_a_half_precision_model_is_trained_in_float32_and_a_rerun_reuses_it(
+    model_dir: Path, tmp_path: Path
+):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    half = tmp_path / "half"
+    AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float16).save_pretrained(half)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(half)
+    examples = read_examples(BUNDLED)[:4]
+    config = TrainConfig(
+        method="full", epochs=1, batch_size=2, learning_rate=1e-3,
+        lora_target_modules=("c_attn",),  # a tuple, stored as a JSON list in the run record
+    )  # fmt: skip
+    first = io.StringIO()
+    (checkpoint,) = train(BaseModel(str(half)), examples, ALPACA, config, tmp_path / "run", first)
+    assert {t.dtype for t in _weights(checkpoint).values()} == {torch.float32}
+    saved_at = next(checkpoint.glob("*.safetensors")).stat().st_mtime_ns
+    again = io.StringIO()
+    train(BaseModel(str(half)), examples, ALPACA, config, tmp_path / "run", again)
+    assert "reusing the checkpoints" in again.getvalue()
+    assert next(checkpoint.glob("*.safetensors")).stat().st_mtime_ns == saved_at
+
+
 def test_full_vs_lora_end_to_end(model_dir: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
@@ -174,6 +197,7 @@ def test_full_vs_lora_end_to_end(model_dir: Path, tmp_path: Path, monkeypatch):
     assert lora_record["evaluation"]["model_args"] == {
         "pretrained": str(model_dir),
         "peft": str(out / "lora" / "epoch1"),
+        "dtype": "float32",
     }
     table = (out / "comparison.md").read_text()
     assert "## calib_facts_mini, held-out facts" in table
@@ -198,3 +222,19 @@ def test_held_out_numbers_leave_out_the_tuning_facts(tmp_path: Path):
     assert held is not None and held.n == 2 and held.acc == 0.0
     assert held.mean_confidence == pytest.approx(0.4)
     assert held_out_numbers(entry, set()) is None
+
+
+def test_bad_limits_and_nothing_to_compare_are_reported(model_dir: Path, tmp_path: Path, capsys):
+    common = ["--model", str(model_dir), "--out", str(tmp_path / "run")]
+    assert calib_tune([*common, "--tasks", "calib_facts_mini", "--limit", "1.5"]) == 2
+    assert "--limit: field 'limit' must be a number of documents" in capsys.readouterr().err
+    assert calib_tune([*common, "--tasks", "calib_mini", "--limit", "calib_mini=3"]) == 2
+    assert "calib_mini is a group" in capsys.readouterr().err
+    data = tmp_path / "data.jsonl"
+    data.write_text(BUNDLED.read_text().splitlines()[0] + "\n")
+    argv = [*common, "--data", str(data), "--methods", "lora", "--epochs", "1"]
+    argv += ["--lora-target-modules", "c_attn", "--tasks", "calib_no_such_task"]
+    assert calib_tune(argv) == 1
+    captured = capsys.readouterr()
+    assert "calib-tune: no checkpoint has results to compare" in captured.err
+    assert "[2/2] lora-epoch1 (peft " in captured.out and "FAILED" in captured.out

@@ -33,6 +33,8 @@ from calib_tasks.study.spec import (
     EvalSettings,
     PointEntry,
     PointSpec,
+    StudyError,
+    parse_limit,
     resolve_installed,
 )
 from calib_tasks.tune.base import BaseModel, materialize_gguf
@@ -45,6 +47,7 @@ EXIT_EVAL_FAILED = 1
 EXIT_BAD_INPUT = 2
 DEFAULT_DATA = task_dir() / "data" / "instructions_mini.jsonl"
 DEFAULT_TASKS = "calib_mmlu_mini,calib_facts_mini,calib_clm_mini"
+EVAL_DTYPE = "float32"
 
 
 def _methods(text: str) -> list[str]:
@@ -192,15 +195,17 @@ def checkpoint_points(
 ) -> list[tuple[str, int, PointSpec]]:
     """(method, epoch, point) for the base model (method ``base``, epoch 0) and for every
     checkpoint: a full checkpoint is a model of its own, a LoRA checkpoint a ``peft`` adapter
-    on the base model."""
-    points = [("base", 0, PointSpec("base", base.model, base.revision))]
+    on the base model. Every point is evaluated in float32, the precision it was trained in."""
+    points = [("base", 0, PointSpec("base", base.model, base.revision, dtype=EVAL_DTYPE))]
     for method, folders in checkpoints.items():
         for epoch, folder in enumerate(folders, start=1):
             name = f"{method}-epoch{epoch}"
             if method == "lora":
-                spec = PointSpec(name, base.model, base.revision, peft=str(folder))
+                spec = PointSpec(
+                    name, base.model, base.revision, peft=str(folder), dtype=EVAL_DTYPE
+                )
             else:
-                spec = PointSpec(name, str(folder))
+                spec = PointSpec(name, str(folder), dtype=EVAL_DTYPE)
             points.append((method, epoch, spec))
     return points
 
@@ -246,9 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run calib-tune with ``argv`` (default: the process's arguments); returns the exit
     status (see the module docstring)."""
     args = parser().parse_args(argv)
-    tasks = tuple(t for t in args.tasks.split(",") if t)
-    if isinstance(args.limit, dict) and not set(args.limit) <= set(tasks):
-        print(f"calib-tune: --limit names tasks not in --tasks: {args.limit}", file=sys.stderr)
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    try:
+        limit = parse_limit(args.limit, tasks)
+    except StudyError as error:
+        print(f"calib-tune: --limit: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.revision and args.gguf_file:
+        print("calib-tune: --revision does not apply to a --gguf-file model", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
         examples = read_examples(args.data)
@@ -267,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = EvalSettings(
         tasks=tasks,
         num_fewshot=args.num_fewshot,
-        limit=args.limit,
+        limit=limit,
         batch_size=args.eval_batch_size,
         device=args.eval_device or args.device,
     )
@@ -285,6 +295,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         for target in args.methods if method == "base" else [method]:
             entries[target][epoch] = found
     compared = curves(entries, seen_facts(examples))
+    if not compared.rows:
+        print(
+            f"calib-tune: no checkpoint has results to compare; see {layout.root / 'logs'}",
+            file=sys.stderr,
+        )
+        return EXIT_EVAL_FAILED
     figure = write_figure(compared, args.out)
     setup = _setup_lines(args, len(examples), base)
     (args.out / "comparison.md").write_text(

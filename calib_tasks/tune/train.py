@@ -80,14 +80,18 @@ def learning_rate_factor(step: int, total: int, warmup: int, schedule: Schedule)
 
 
 def load_model(base: BaseModel, config: TrainConfig) -> Any:
-    """The base model ready for training: whole for ``full``, wrapped with fresh LoRA adapters
-    (peft's default target modules for the architecture unless given) for ``lora``. Seeds
-    torch first, so the adapters' initial weights and dropout follow ``config.seed``."""
+    """The base model in float32 ready for training (the dtype a hub model is stored in, often
+    float16, would make AdamW's small updates vanish): whole for ``full``, wrapped with fresh
+    LoRA adapters (peft's default target modules for the architecture unless given) for
+    ``lora``. Seeds torch first, so the adapters' initial weights and dropout follow
+    ``config.seed``."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(config.seed)
-    model = AutoModelForCausalLM.from_pretrained(base.model, **base.load_kwargs())
+    model = AutoModelForCausalLM.from_pretrained(
+        base.model, dtype=torch.float32, **base.load_kwargs()
+    )
     if config.method == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -147,6 +151,7 @@ def train(
         "template": asdict(template),
         "examples_sha256": hashlib.sha256(tokens).hexdigest(),
     }
+    fingerprint = json.loads(json.dumps(fingerprint))  # as read back (tuples become lists)
     record = run_dir / TRAIN_RECORD
     if record.exists() and all(c.is_dir() for c in checkpoints):
         if json.loads(record.read_text(encoding="utf-8")) == fingerprint:
