@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calib_tasks.study.layout import StudyLayout
-from calib_tasks.study.results import read_point
+from calib_tasks.study.results import PointResults, read_point
 from calib_tasks.study.runner import PointOutcome, run_points
 from calib_tasks.study.scaling import STUDY_SUMMARY, study_summary, write_scaling_figures
 from calib_tasks.study.spec import StudyError, load_study
@@ -41,14 +41,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_study_report(outcomes: Sequence[PointOutcome], layout: StudyLayout) -> bool:
+def write_study_report(
+    outcomes: Sequence[PointOutcome], layout: StudyLayout
+) -> dict[str, PointResults]:
     """calib-report over the finished points into the study's report folder, plus the study's
-    figures and study.md; False when no point has finished."""
+    figures and study.md; returns the results of the finished points by name (none finished:
+    empty, and nothing is written)."""
     from calib_tasks.report.cli import main as calib_report
 
     finished = [o.spec for o in outcomes if o.finished and o.spec is not None]
     if not finished:
-        return False
+        return {}
     folders = [layout.point_dir(spec.name) for spec in finished]
     out = layout.report_dir
     print(f"calib-report over {len(folders)} finished point(s) into {out}", flush=True)
@@ -60,7 +63,7 @@ def write_study_report(outcomes: Sequence[PointOutcome], layout: StudyLayout) ->
     for stem in figures:
         print(f"figure: {out / stem}.png")
     print(f"study summary: {out / STUDY_SUMMARY}")
-    return True
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,6 @@ from pathlib import Path
 from calib_tasks import task_dir
 from calib_tasks.study.cli import write_study_report
 from calib_tasks.study.layout import StudyLayout
-from calib_tasks.study.results import point_entries
 from calib_tasks.study.runner import PointOutcome, run_points
 from calib_tasks.study.spec import (
     INSTALLED_PREFIX,
@@ -38,7 +37,7 @@ from calib_tasks.study.spec import (
     resolve_installed,
 )
 from calib_tasks.tune.base import BaseModel, materialize_gguf
-from calib_tasks.tune.compare import comparison_markdown, curves, seen_facts, write_figure
+from calib_tasks.tune.compare import TABLE, comparison_markdown, curves, seen_facts, write_figure
 from calib_tasks.tune.data import ALPACA, load_template, read_examples
 from calib_tasks.tune.train import METHODS, TRAIN_LOG, TrainConfig, train
 
@@ -285,15 +284,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes: list[PointOutcome] = run_points(
         [PointEntry(spec.name, spec) for _, _, spec in points], settings, layout
     )
-    write_study_report(outcomes, layout)
-    finished = {o.label for o in outcomes if o.finished}
+    results = write_study_report(outcomes, layout)
     entries: dict[str, dict[int, dict]] = {method: {} for method in args.methods}
     for method, epoch, spec in points:
-        if spec.name not in finished:
+        if spec.name not in results:
             continue
-        found = point_entries(layout.point_dir(spec.name), spec.name)
         for target in args.methods if method == "base" else [method]:
-            entries[target][epoch] = found
+            entries[target][epoch] = results[spec.name].entries
     compared = curves(entries, seen_facts(examples))
     if not compared.rows:
         print(
@@ -303,8 +300,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_EVAL_FAILED
     figure = write_figure(compared, args.out)
     setup = _setup_lines(args, len(examples), base)
-    (args.out / "comparison.md").write_text(
-        comparison_markdown(compared, figure, setup), encoding="utf-8"
-    )
-    print(f"comparison: {args.out / 'comparison.md'} and {args.out / figure}.png")
-    return EXIT_OK if len(finished) == len(points) else EXIT_EVAL_FAILED
+    (args.out / TABLE).write_text(comparison_markdown(compared, figure, setup), encoding="utf-8")
+    print(f"comparison: {args.out / TABLE} and {args.out / figure}.png")
+    return EXIT_OK if len(results) == len(points) else EXIT_EVAL_FAILED
