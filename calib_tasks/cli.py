@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from calib_tasks import task_dir
+from calib_tasks import package_tasks, task_dir
 
 PROG = "calib-eval"
 TASK_DIR_FLAG = "--task-dir"
@@ -77,14 +77,11 @@ def names_only_package_tasks(tasks: str | Sequence[str] | None) -> bool:
     """Whether ``tasks`` (the harness's ``--tasks``: ``"a,b"`` or a list of such strings) names
     at least one task, and every name is one of this package's tasks or groups (a glob pattern or
     a YAML path is not)."""
-    from lm_eval.tasks import TaskManager
-
     if tasks is None:
         return False
     given = [tasks] if isinstance(tasks, str) else list(tasks)
     names = {name.strip() for text in given for name in text.split(",")} - {""}
-    known = TaskManager(include_path=str(task_dir()), include_defaults=False).all_tasks
-    return bool(names) and names <= set(known)
+    return bool(names) and names <= set(package_tasks().all_tasks)
 
 
 def _skipping_harness_tasks(process_tasks: Callable[..., Any]) -> Callable[..., Any]:

@@ -28,7 +28,6 @@ invalid (its problems name the point and the field), and the other points still 
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib.metadata
 import re
 from collections.abc import Mapping
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from calib_tasks import package_tasks
 
 TOP_FIELDS = ("tasks", "num_fewshot", "limit", "batch_size", "device", "output_dir", "points")
 POINT_FIELDS = ("name", "model", "revision", "peft", "dtype", "backend", "model_args")
@@ -278,7 +279,7 @@ def parse_limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | No
         unknown = [str(task) for task in raw if task not in tasks]
         if unknown:
             raise StudyError(f"field 'limit': {', '.join(unknown)} not among the study's tasks")
-        groups = [str(name) for name in raw if name in _package_groups()]
+        groups = [str(name) for name in raw if name in package_tasks().all_groups]
         if groups:
             raise StudyError(
                 f"field 'limit': {', '.join(groups)} is a group; per-task limits name its tasks"
@@ -297,15 +298,6 @@ def parse_limit(raw: Any, tasks: tuple[str, ...]) -> float | dict[str, int] | No
             f"mapping task -> number of documents, got {raw!r}"
         )
     return float(raw)
-
-
-@functools.cache
-def _package_groups() -> frozenset[str]:
-    from lm_eval.tasks import TaskManager
-
-    from calib_tasks import task_dir
-
-    return frozenset(TaskManager(include_path=str(task_dir()), include_defaults=False).all_groups)
 
 
 def _settings(raw: Mapping[str, Any]) -> EvalSettings:
