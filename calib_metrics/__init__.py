@@ -27,6 +27,7 @@ from calib_metrics.defaults import (
     DEFAULT_SEED,
     DEFAULT_STRATEGY,
 )
+from calib_metrics.degenerate import histogram_uninformative_reason, uninformative_reason
 from calib_metrics.histogram import (
     ConfidenceHistogram,
     histogram_metrics,
@@ -61,6 +62,7 @@ __all__ = [
     "ece_one_bin",
     "histogram_bootstrap_ci",
     "histogram_metrics",
+    "histogram_uninformative_reason",
     "mce",
     "nll",
     "reliability_bins",
@@ -68,4 +70,5 @@ __all__ = [
     "rms_calibration_error",
     "smooth_ece",
     "top_label_from_probs",
+    "uninformative_reason",
 ]

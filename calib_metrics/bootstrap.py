@@ -212,11 +212,16 @@ def _group_resamples(
     per_group: np.ndarray, n_resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Per-bin statistics (resamples, 5, n_bins) of group resamples: ``W @ per_group`` with
-    ``W[r, g]`` the number of times group ``g`` is drawn in resample ``r``."""
+    ``W[r, g]`` the number of times group ``g`` is drawn in resample ``r``.
+
+    The groups are drawn from a canonical order (sorted by the bytes of their statistics), so the
+    resamples depend on the set of groups only, not on the order they came in (e.g. documents
+    gathered rank by rank from a data-parallel run)."""
     n_groups = per_group.shape[0]
     if n_groups == 0:
         raise ValueError("no samples: every histogram is empty")
-    flat = per_group.reshape(n_groups, -1)
+    flat = np.ascontiguousarray(per_group.reshape(n_groups, -1))
+    flat = flat[np.argsort(flat.view(np.dtype((np.void, flat.strides[0]))).ravel(), kind="stable")]
     resampled = np.empty((n_resamples, flat.shape[1]))
     rows = max(1, _WEIGHTS_PER_CHUNK // n_groups)
     for start in range(0, n_resamples, rows):
