@@ -10,9 +10,12 @@ idx=...)`` asks for one :class:`TokenStats` covering the tokens of ``continuatio
   document of N tokens costs ceil(N / window) windows.
 * ``context != ""``: only the continuation tokens are scored, with the context/continuation split
   of the backend's ``loglikelihood`` (``_encode_pair``) and its left truncation to the window.
+  Whitespace ending the context, which ``_encode_pair`` moves into the continuation, stays
+  context: its tokens are conditioned on, not scored. So position 0 is the first token of the
+  continuation text also under ``--apply_chat_template``, whose prompt ends with a newline.
 
-So ``sum(true_logprob)`` is the backend's ``loglikelihood_rolling`` (resp. ``loglikelihood``)
-value, and ``all(top1_is_true)`` its ``is_greedy``.
+So ``sum(true_logprob)`` is the backend's ``loglikelihood_rolling`` (resp. ``loglikelihood``, for
+a context without trailing whitespace) value, and ``all(top1_is_true)`` its ``is_greedy``.
 
 Importing this module installs ``token_stats(self, requests, disable_tqdm=False)`` on
 
@@ -21,12 +24,15 @@ Importing this module installs ``token_stats(self, requests, disable_tqdm=False)
 * ``lm_eval.models.vllm_causallms.VLLM`` (``vllm``): ``prompt_logprobs=1`` (the true token and the
   top-1 token at every prompt position); installed at import when that module is already loaded,
   otherwise on first use (vllm is imported only by the harness, never by this module);
-* ``lm_eval.models.openai_completions.LocalCompletionsAPI`` (``local-completions``): one
-  ``echo=True, logprobs=1, max_tokens=0`` completions request per window;
+* ``lm_eval.models.openai_completions.LocalCompletionsAPI`` (``local-completions``):
+  ``echo=True, logprobs=1, max_tokens=1`` completions requests of ``batch_size`` windows (the
+  generated token is dropped), after an alignment self-check of the server's echo;
 
 and a default on ``lm_eval.api.model.LM`` that raises :class:`UnsupportedBackendError`. The
 evaluator dispatches with ``getattr(lm, "token_stats")(requests)``; ``CachingLM`` (``--use_cache``)
 passes the method through uncached. Installation is idempotent and touches no existing method.
+:func:`check_backend` raises, without sending a request, the error a backend's ``token_stats``
+would raise for its configuration.
 
 The response parsers :func:`stats_from_prompt_logprobs` (vLLM) and
 :func:`stats_from_completion_logprobs` / :func:`parse_completions_response` (OpenAI completions)
@@ -37,16 +43,17 @@ are pure functions of the response objects.
 # before putting it in sys.modules, and dataclasses cannot resolve string annotations then.
 import logging
 import math
+import queue
 import sys
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from lm_eval import utils as harness_utils
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import LM
+from lm_eval.api.model import LM, CachingLM
 from tqdm import tqdm
 
 __all__ = [
@@ -54,6 +61,7 @@ __all__ = [
     "SUPPORTED_BACKENDS",
     "TokenStats",
     "UnsupportedBackendError",
+    "check_backend",
     "completions_token_stats",
     "describe_request",
     "hf_token_stats",
@@ -87,8 +95,7 @@ _REDUCE_ELEMENTS = 1 << 25
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False, repr=False)
-class TokenStats:
+class TokenStats(tuple):
     """Statistics of the scored tokens of one request, one entry per scored position.
 
     Attributes:
@@ -97,27 +104,47 @@ class TokenStats:
             vocabulary (so ``top1_logprob >= true_logprob``).
         top1_is_true: bool, whether the most probable token is the true token.
 
-    The arrays are 1-D, of equal length, read-only copies. ``repr``/``str`` print only the length
-    and two summary numbers (the harness writes ``str(response)`` into the samples file).
-    Instances compare by identity.
+    The arrays are 1-D, of equal length, read-only copies; instances are immutable and compare
+    by identity. As a value the response is the pair ``(sum of true_logprob, all of
+    top1_is_true)``, the harness's ``loglikelihood`` response for the same scored tokens: every
+    consumer of responses the harness ships reads it as one (the samples file writes the pair as
+    JSON; the W&B logger indexes responses as the task's output type has them).
     """
 
     true_logprob: np.ndarray
     top1_logprob: np.ndarray
     top1_is_true: np.ndarray
 
-    def __post_init__(self) -> None:
+    def __new__(
+        cls, true_logprob: np.ndarray, top1_logprob: np.ndarray, top1_is_true: np.ndarray
+    ) -> "TokenStats":
         arrays = {
-            "true_logprob": np.array(self.true_logprob, dtype=np.float32),
-            "top1_logprob": np.array(self.top1_logprob, dtype=np.float32),
-            "top1_is_true": np.array(self.top1_is_true, dtype=np.bool_),
+            "true_logprob": np.array(true_logprob, dtype=np.float32),
+            "top1_logprob": np.array(top1_logprob, dtype=np.float32),
+            "top1_is_true": np.array(top1_is_true, dtype=np.bool_),
         }
         shapes = {name: a.shape for name, a in arrays.items()}
         if any(len(s) != 1 for s in shapes.values()) or len(set(shapes.values())) != 1:
             raise ValueError(f"TokenStats needs three 1-D arrays of equal length, got {shapes}")
+        pair = (
+            float(arrays["true_logprob"].sum(dtype=np.float64)),
+            bool(arrays["top1_is_true"].all()),
+        )
+        stats = super().__new__(cls, pair)
         for name, a in arrays.items():
             a.flags.writeable = False
-            object.__setattr__(self, name, a)
+            object.__setattr__(stats, name, a)
+        return stats
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"TokenStats is immutable (cannot set {name!r})")
+
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __getnewargs__(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # type: ignore[override]
+        return (self.true_logprob, self.top1_logprob, self.top1_is_true)
 
     @property
     def n(self) -> int:
@@ -271,7 +298,9 @@ def _plan_windows(
                 truncated += 1
                 seq = seq[-seq_cap:]
             plan.seqs.append(seq)
-            plan.ks.append(len(continuation_enc))
+            plan.ks.append(
+                len(continuation_enc) - _moved_whitespace_tokens(lm, context, continuation_enc)
+            )
         plan.bounds.append(len(plan.seqs))
     if truncated:
         eval_logger.warning(
@@ -283,6 +312,22 @@ def _plan_windows(
             seq_cap,
         )
     return plan
+
+
+def _moved_whitespace_tokens(lm: Any, context: str, continuation_enc: list[int]) -> int:
+    """How many leading tokens of ``continuation_enc`` encode only the trailing whitespace of
+    ``context`` that ``_encode_pair`` moved into the continuation (e.g. the newline ending a chat
+    template's assistant header). 0 when nothing moved, or when the whitespace merged with the
+    continuation's first token (that token is then the first one of the continuation text)."""
+    stripped = context.rstrip()
+    if stripped == context:
+        return 0
+    stripped_enc, context_enc = lm.tok_encode(stripped), lm.tok_encode(context)
+    whitespace = context_enc[len(stripped_enc) :]
+    n = len(whitespace)
+    if context_enc[: len(stripped_enc)] != stripped_enc or not 0 < n < len(continuation_enc):
+        return 0
+    return n if continuation_enc[:n] == whitespace else 0
 
 
 def _assemble(plan: _Plan, window_stats: Sequence[TokenStats | None]) -> list[TokenStats]:
@@ -316,6 +361,14 @@ def _sorted_sequences(
 # --------------------------------------------------------------------------------------------
 
 
+def _check_hf_backend(lm: Any) -> None:
+    """Refuse hf models that are not causal (decoder-only) text models."""
+    if getattr(lm, "backend", "causal") != "causal":
+        raise _unsupported(lm, f"only causal (decoder-only) models, this one is {lm.backend!r}")
+    if getattr(lm, "MULTIMODAL", False):
+        raise _unsupported(lm, "multimodal hf models are not supported")
+
+
 def hf_token_stats(
     self: Any, requests: list[Instance], disable_tqdm: bool = False
 ) -> list[TokenStats]:
@@ -337,15 +390,9 @@ def hf_token_stats(
     """
     import torch
 
-    if getattr(self, "backend", "causal") != "causal":
-        raise _unsupported(self, f"only causal (decoder-only) models, this one is {self.backend!r}")
-    if getattr(self, "MULTIMODAL", False):
-        raise _unsupported(self, "multimodal hf models are not supported")
-
+    _check_hf_backend(self)
     max_length = int(self.max_length)
-    plan = _plan_windows(
-        self, requests, rolling_max_seq_len=max_length, seq_cap=max_length + 1
-    )
+    plan = _plan_windows(self, requests, rolling_max_seq_len=max_length, seq_cap=max_length + 1)
     # model input of a window = its sequence minus the last token (see _loglikelihood_tokens)
     rows, row_of_window = _sorted_sequences(
         [tuple(seq[:-1]) for seq in plan.seqs], share=bool(getattr(self, "logits_cache", True))
@@ -512,6 +559,12 @@ def stats_from_prompt_logprobs(
     return TokenStats(true_lp, top1_lp, hit)
 
 
+def _check_vllm_backend(lm: Any) -> None:
+    """Refuse multimodal vLLM models."""
+    if getattr(lm, "MULTIMODAL", False):
+        raise _unsupported(lm, "multimodal vLLM models are not supported")
+
+
 def vllm_token_stats(
     self: Any, requests: list[Instance], disable_tqdm: bool = False
 ) -> list[TokenStats]:
@@ -523,12 +576,9 @@ def vllm_token_stats(
     (``prompt_logprobs=1, max_tokens=1``; data parallelism through its ray replicas), longest
     first, all at once for ``batch_size="auto"`` else in chunks of ``batch_size``.
     """
-    if getattr(self, "MULTIMODAL", False):
-        raise _unsupported(self, "multimodal vLLM models are not supported")
+    _check_vllm_backend(self)
     max_length = int(self.max_length)
-    plan = _plan_windows(
-        self, requests, rolling_max_seq_len=max_length - 2, seq_cap=max_length - 1
-    )
+    plan = _plan_windows(self, requests, rolling_max_seq_len=max_length - 2, seq_cap=max_length - 1)
     prompts, prompt_of_window = _sorted_sequences([tuple(seq) for seq in plan.seqs])
     start_of_prompt = [len(p) for p in prompts]
     for w, p in enumerate(prompt_of_window):
@@ -555,25 +605,85 @@ def vllm_token_stats(
 # local-completions: lm_eval.models.openai_completions.LocalCompletionsAPI
 # --------------------------------------------------------------------------------------------
 
+# Tokens each completions request lets the server generate after the echoed prompt. 1, as the
+# harness's own loglikelihood payload asks: every OpenAI-compatible server honours it, whereas
+# max_tokens=0 means "echo only" to OpenAI and vLLM but "no limit" to llama-cpp-python.
+_MAX_TOKENS = 1
+# HTTP statuses with which servers reject a request's format (llama-cpp-python answers 500).
+_REJECTED_FORMAT_STATUS = (400, 422, 500)
+# Alignment self-check: the largest difference (nats) between the echoed top-1 log-probability
+# of a position and the one the server reports when it generates that position's token.
+_ALIGNMENT_TOLERANCE = 0.05
+_SHIFTED_ECHO_BUG = "abetlen/llama-cpp-python#1983 and #1276"
+
+
+def _echo_length_error(
+    logprobs: Mapping[str, Any], n_entries: int, n_prompt_tokens: int, prompt_chars: int | None
+) -> str:
+    """Why a choice of ``n_entries`` log-probability entries cannot be the echo of a prompt of
+    ``n_prompt_tokens`` tokens followed by at most ``_MAX_TOKENS`` generated ones.
+
+    Token-id prompts are echoed as sent, so the count alone tells. For a text prompt of
+    ``prompt_chars`` characters, the entries whose ``text_offset`` lies inside the prompt are
+    the server's own tokens of it, and the others are generated.
+    """
+    head = (
+        f"the completions response holds {n_entries} tokens for a prompt of {n_prompt_tokens} "
+        "tokens"
+    )
+    too_many = (
+        f"more than the max_tokens={_MAX_TOKENS} asked for: the server does not honour max_tokens"
+    )
+    if prompt_chars is None:
+        if n_entries < n_prompt_tokens:
+            return f"{head}: the server did not echo the prompt"
+        return (
+            f"{head}: the {n_entries - n_prompt_tokens} after the prompt are generated, {too_many}"
+        )
+    offsets = logprobs.get("text_offset")
+    if not offsets:
+        return (
+            f"{head} and no text_offset: the server tokenised the prompt differently from the "
+            f"local tokenizer, or it generated {too_many}"
+        )
+    inside = sum(1 for offset in offsets if offset < prompt_chars)
+    if inside == n_prompt_tokens:
+        return (
+            f"{head}: {inside} start inside the prompt's {prompt_chars} characters, the "
+            f"{n_entries - inside} after them are generated, {too_many}"
+        )
+    return (
+        f"{head}, of which {inside} start inside the prompt's {prompt_chars} characters: the "
+        "server tokenised the prompt differently from the local tokenizer (check that the "
+        "tokenizer model argument names the server's model)"
+    )
+
 
 def stats_from_completion_logprobs(
-    logprobs: Mapping[str, Any], n_prompt_tokens: int, start: int, *, exact_length: bool = False
+    logprobs: Mapping[str, Any],
+    n_prompt_tokens: int,
+    start: int,
+    *,
+    prompt_chars: int | None = None,
 ) -> TokenStats:
     """Statistics of prompt positions ``start .. n_prompt_tokens - 1`` of one completions choice.
 
-    ``logprobs`` is ``choice["logprobs"]`` of an ``echo=True, logprobs>=1`` completions response:
-    ``tokens``, ``token_logprobs`` (None at position 0), ``top_logprobs`` (None at position 0,
-    else token string -> log-probability holding at least the top-1 token) and ``text_offset``,
-    one entry per echoed prompt token and then per generated token. With ``exact_length`` (the
-    prompt went out as text, so the server tokenised it) the response must echo exactly
-    ``n_prompt_tokens`` tokens; otherwise generated tokens after the prompt are ignored.
+    ``logprobs`` is ``choice["logprobs"]`` of an ``echo=True, logprobs>=1, max_tokens=1``
+    completions response: ``tokens``, ``token_logprobs`` (None at position 0), ``top_logprobs``
+    (None at position 0, else token string -> log-probability holding at least the top-1 token)
+    and ``text_offset``, one entry per echoed prompt token and then per generated token. The first
+    ``n_prompt_tokens`` entries are the prompt's positions, and at most ``_MAX_TOKENS`` generated
+    entries may follow (servers may leave the generated token out). ``prompt_chars`` is the
+    prompt's length when it went out as text (the server tokenised it); it serves to tell, in the
+    error, generated tokens from a different tokenisation.
 
     top1_logprob = the largest value in ``top_logprobs`` (raised to the true token's value if a
     server reports the true token above it); top1_is_true = the true token's log-probability is
     that maximum, the comparison the harness's own completions ``parse_logprobs`` makes.
 
-    Raises ValueError if the response is shorter than the prompt (or of another length under
-    ``exact_length``), or a scored position lacks its log-probability or top_logprobs.
+    Raises ValueError if the response holds fewer than ``n_prompt_tokens`` or more than
+    ``n_prompt_tokens + _MAX_TOKENS`` entries (naming which), or a scored position lacks its
+    log-probability or top_logprobs.
     """
     token_logprobs = logprobs.get("token_logprobs")
     top_logprobs = logprobs.get("top_logprobs")
@@ -583,15 +693,8 @@ def stats_from_completion_logprobs(
             "echo=True and logprobs>=1"
         )
     n = len(token_logprobs)
-    if n < n_prompt_tokens or (exact_length and n != n_prompt_tokens):
-        raise ValueError(
-            f"the completions response echoes {n} tokens for a prompt of {n_prompt_tokens} "
-            "tokens: the server tokenised the prompt differently from the local tokenizer "
-            "(send tokens with tokenized_requests=True, or check the tokenizer)"
-            if exact_length
-            else f"the completions response echoes {n} tokens, fewer than the prompt's "
-            f"{n_prompt_tokens}: the server did not echo the prompt"
-        )
+    if not n_prompt_tokens <= n <= n_prompt_tokens + _MAX_TOKENS:
+        raise ValueError(_echo_length_error(logprobs, n, n_prompt_tokens, prompt_chars))
     if not 1 <= start <= n_prompt_tokens:
         raise ValueError(f"start must be in 1..{n_prompt_tokens}, got {start}")
     k = n_prompt_tokens - start
@@ -612,34 +715,44 @@ def stats_from_completion_logprobs(
     return TokenStats(true_lp, np.maximum(top1_lp, true_lp), hit)
 
 
+def _sorted_choices(response: Mapping[str, Any], n_prompts: int) -> list[Mapping[str, Any]]:
+    """``response["choices"]`` in prompt order (servers may answer out of order)."""
+    choices = sorted(response.get("choices") or [], key=lambda c: c["index"])
+    if len(choices) != n_prompts:
+        raise ValueError(
+            f"the completions response has {len(choices)} choices for {n_prompts} prompts"
+        )
+    return choices
+
+
 def parse_completions_response(
     response: Mapping[str, Any],
     n_prompt_tokens: Sequence[int],
     starts: Sequence[int],
     *,
-    exact_length: bool = False,
+    prompt_chars: Sequence[int] | None = None,
 ) -> list[TokenStats]:
     """One :class:`TokenStats` per prompt of a batched completions request.
 
-    ``response["choices"]`` are matched to the prompts by their ``index`` (servers may answer out
-    of order); prompt ``i`` has ``n_prompt_tokens[i]`` tokens, scored from ``starts[i]`` on (see
-    :func:`stats_from_completion_logprobs`).
+    ``response["choices"]`` are matched to the prompts by their ``index``; prompt ``i`` has
+    ``n_prompt_tokens[i]`` tokens (and ``prompt_chars[i]`` characters if it went out as text),
+    scored from ``starts[i]`` on (see :func:`stats_from_completion_logprobs`).
     """
-    choices = sorted(response.get("choices") or [], key=lambda c: c["index"])
-    if len(choices) != len(n_prompt_tokens):
-        raise ValueError(
-            f"the completions response has {len(choices)} choices for {len(n_prompt_tokens)} "
-            "prompts"
-        )
+    chars: Sequence[int | None] = [None] * len(starts) if prompt_chars is None else prompt_chars
     return [
-        stats_from_completion_logprobs(
-            choice.get("logprobs") or {}, n, start, exact_length=exact_length
+        stats_from_completion_logprobs(choice.get("logprobs") or {}, n, start, prompt_chars=c)
+        for choice, n, start, c in zip(
+            _sorted_choices(response, len(n_prompt_tokens)),
+            n_prompt_tokens,
+            starts,
+            chars,
+            strict=True,
         )
-        for choice, n, start in zip(choices, n_prompt_tokens, starts, strict=True)
     ]
 
 
 def _check_completions_backend(lm: Any) -> None:
+    """Refuse completions backends that cannot echo per-position log-probabilities."""
     from lm_eval.models import openai_completions as oc
 
     own = oc.LocalCompletionsAPI
@@ -660,6 +773,23 @@ def _check_completions_backend(lm: Any) -> None:
             "it has no tokenizer (tokenizer_backend=None), which is needed to split context and "
             "continuation and to window documents; set tokenizer_backend and tokenizer",
         )
+
+
+def _completions_payload(lm: Any, prompts: Sequence[Sequence[int]], *, echo: bool) -> dict:
+    """The backend's own loglikelihood payload for ``prompts`` (token ids, or decoded text with
+    ``tokenized_requests=False``, as its ``create_message`` sends them), asking for ``echo``,
+    ``logprobs=1`` and ``max_tokens=_MAX_TOKENS``."""
+    messages = lm.create_message([list(p) for p in prompts])
+    body = lm._create_payload(messages, generate=False, seed=lm._seed, eos=lm.eos_string)
+    body.update(echo=echo, logprobs=1, max_tokens=_MAX_TOKENS)
+    return body
+
+
+def _prompt_chars(payload: Mapping[str, Any]) -> list[int] | None:
+    """The character length of each prompt of ``payload`` if they are text, else None."""
+    prompt = payload["prompt"]
+    texts = [prompt] if isinstance(prompt, str) else prompt
+    return [len(t) for t in texts] if isinstance(texts[0], str) else None
 
 
 def _post_completions(lm: Any, payload: dict[str, Any]) -> dict[str, Any]:
@@ -688,6 +818,163 @@ def _post_completions(lm: Any, payload: dict[str, Any]) -> dict[str, Any]:
     return post()
 
 
+def _one_text_prompt_arguments(lm: Any) -> str:
+    """The model arguments that make the backend send one text prompt per request ("" if it
+    does already)."""
+    arguments = ["tokenized_requests=False"] if lm.tokenized_requests else []
+    if int(lm._batch_size) > 1:
+        arguments.append("batch_size=1")
+    return ",".join(arguments)
+
+
+def _post_first(lm: Any, payload: dict[str, Any]) -> dict[str, Any]:
+    """POST the first request of a call. A server that rejects its format (HTTP 400, 422, 500)
+    while the backend sends token ids or several prompts per request raises
+    UnsupportedBackendError naming the model arguments that send one text prompt per request."""
+    import requests
+
+    try:
+        return _post_completions(lm, payload)
+    except requests.HTTPError as error:
+        arguments = _one_text_prompt_arguments(lm)
+        status = getattr(error.response, "status_code", None)
+        if not arguments or status not in _REJECTED_FORMAT_STATUS:
+            raise
+        raise UnsupportedBackendError(
+            f"the completions server at {lm.base_url} rejected the first {REQUEST_TYPE} request "
+            f"(HTTP {status}: {_clip(error.response.text, 300)}). A server that takes one text "
+            "prompt per request, as llama-cpp-python's does, needs the model arguments "
+            f"{arguments}"
+        ) from error
+
+
+def _post_concurrently(
+    post: Callable[[dict[str, Any]], dict[str, Any]],
+    payloads: Sequence[dict[str, Any]],
+    workers: int,
+    receive: Callable[[int, dict[str, Any]], None],
+) -> None:
+    """POST every payload, ``workers`` at a time, and call ``receive(i, response)`` on this
+    thread as the responses arrive.
+
+    The first failure (a request that failed after its retries, or ``receive`` raising) is raised
+    at once: payloads not yet sent are never sent, and requests in flight are abandoned. They
+    run on daemon threads, so neither this call nor the process's exit waits for them (a
+    ``ThreadPoolExecutor`` joins its threads when the interpreter exits).
+    """
+    pending: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for i in range(len(payloads)):
+        pending.put(i)
+    done: queue.SimpleQueue[tuple[int, Any, Exception | None]] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work() -> None:
+        while True:
+            try:
+                i = pending.get_nowait()
+            except queue.Empty:
+                return
+            if stop.is_set():
+                return
+            try:
+                done.put((i, post(payloads[i]), None))
+            except Exception as error:  # raised on the calling thread
+                done.put((i, None, error))
+                return
+
+    for _ in range(min(workers, len(payloads))):
+        threading.Thread(target=work, name=f"{REQUEST_TYPE}-request", daemon=True).start()
+    try:
+        for _ in payloads:
+            i, response, error = done.get()
+            if error is not None:
+                raise error
+            receive(i, response)
+    finally:
+        stop.set()
+
+
+def _top1(entry: Mapping[str, float]) -> tuple[str, float]:
+    """The most probable (token string, log-probability) of a ``top_logprobs`` entry."""
+    token = max(entry, key=entry.__getitem__)
+    return token, float(entry[token])
+
+
+def _alignment_probe(
+    top_logprobs: Sequence[Mapping[str, float] | None], n_prompt_tokens: int, eos: str | None
+) -> int | None:
+    """The prompt position the alignment self-check generates, or None if none fits.
+
+    A position ``j`` (``2 <= j < n_prompt_tokens``) fits when its echoed top-1 token differs
+    from that of position ``j - 1`` (another token, or log-probabilities more than 4 tolerances
+    apart), so that an echo shifted by one position disagrees with the generated token, and is
+    printable: not empty, without a replacement character, not ``eos`` (servers render partial
+    UTF-8 and end-of-sequence tokens differently in echoes and generations, and llama-cpp-python
+    returns no generated end-of-sequence token). The most confident one is chosen, so that a
+    near tie cannot flip the generated token.
+    """
+    best: int | None = None
+    best_value = -math.inf
+    for j in range(2, n_prompt_tokens):
+        here, before = top_logprobs[j], top_logprobs[j - 1]
+        if not here or not before:
+            continue
+        token, value = _top1(here)
+        previous, previous_value = _top1(before)
+        printable = token not in ("", eos) and "\ufffd" not in token
+        distinct = token != previous or abs(value - previous_value) > 4 * _ALIGNMENT_TOLERANCE
+        if printable and distinct and value > best_value:
+            best, best_value = j, value
+    return best
+
+
+def _check_alignment(
+    lm: Any, prompts: Sequence[Sequence[int]], response: Mapping[str, Any]
+) -> None:
+    """The alignment self-check on the echoed ``response`` to ``prompts`` (already parsed).
+
+    For the first prompt with a position ``j`` to probe (:func:`_alignment_probe`), the server
+    generates one token after the prompt's first ``j`` tokens (``echo=False, max_tokens=1``):
+    its top-1 token and log-probability must be those the echo reports at position ``j``,
+    within ``_ALIGNMENT_TOLERANCE``. Raises UnsupportedBackendError naming the check if not;
+    logs a warning if no prompt has a position to probe.
+    """
+    for prompt, choice in zip(prompts, _sorted_choices(response, len(prompts)), strict=True):
+        j = _alignment_probe(choice["logprobs"]["top_logprobs"], len(prompt), lm.eos_string)
+        if j is None:
+            continue
+        echoed = _top1(choice["logprobs"]["top_logprobs"][j])
+        body = _completions_payload(lm, [prompt[:j]], echo=False)
+        generated = _sorted_choices(_post_completions(lm, body), 1)[0].get("logprobs") or {}
+        tops = generated.get("top_logprobs") or [None]
+        got = _top1(tops[0]) if tops[0] else None
+        if (
+            got is not None
+            and got[0] == echoed[0]
+            and abs(got[1] - echoed[1]) <= _ALIGNMENT_TOLERANCE
+        ):
+            return
+        seen = "no token" if got is None else f"{got[0]!r} at log-probability {got[1]:.4f}"
+        raise _unsupported(
+            lm,
+            f"the server failed the alignment self-check: its echo of a {len(prompt)}-token "
+            f"prompt gives position {j} the top-1 token {echoed[0]!r} at log-probability "
+            f"{echoed[1]:.4f}, but generating the next token after the prompt's first {j} tokens "
+            f"gives {seen} (tolerance {_ALIGNMENT_TOLERANCE}). Its echoed log-probabilities do "
+            "not belong to the positions they are reported at; llama-cpp-python's server "
+            f"reports each position's distribution one position early ({_SHIFTED_ECHO_BUG}). "
+            "Score this model with the hf backend (transformers loads GGUF files with "
+            "gguf_file=) or with vllm",
+        )
+    eval_logger.warning(
+        "%s: the alignment self-check found no position to probe in the first request's %d "
+        "prompts (the echoed top-1 token never changes between neighbouring positions); the "
+        "server's echoed log-probabilities are used unchecked",
+        REQUEST_TYPE,
+        len(prompts),
+    )
+
+
 def completions_token_stats(
     self: Any, requests: list[Instance], disable_tqdm: bool = False
 ) -> list[TokenStats]:
@@ -698,11 +985,16 @@ def completions_token_stats(
     ``batch_loglikelihood_requests`` (sequences left-truncated to ``max_length``), tokenised with
     the backend's tokenizer. Each distinct sequence is one prompt; ``batch_size`` prompts go in one
     request built by the backend's own ``create_message`` (token ids, or decoded text when
-    ``tokenized_requests=False``) and ``_create_payload``, with ``echo=True``, ``logprobs>=1``
-    and ``max_tokens=0`` (the prompt only); ``num_concurrent`` requests run at a time.
+    ``tokenized_requests=False``) and ``_create_payload``, with ``echo=True``, ``logprobs=1``
+    and ``max_tokens=1`` (the generated token is dropped).
 
-    Raises UnsupportedBackendError for a chat or otherwise incompatible subclass, an OpenAI model
-    without prompt log-probabilities, or a backend without tokenizer.
+    The first request goes alone and is followed by the alignment self-check
+    (:func:`_check_alignment`, one more request); the others then run ``num_concurrent`` at a
+    time. The first failure raises at once, without waiting for requests in flight.
+
+    Raises UnsupportedBackendError for a backend :func:`check_backend` refuses, a server that
+    rejects the first request's format (naming the model arguments to set) or fails the
+    self-check; ValueError for a response that is not the echo of its prompts.
     """
     _check_completions_backend(self)
     plan = _plan_windows(
@@ -714,37 +1006,51 @@ def completions_token_stats(
         start_of_prompt[p] = min(start_of_prompt[p], len(plan.seqs[w]) - plan.ks[w])
     size = max(1, int(self._batch_size))
     chunks = [range(i, min(i + size, len(prompts))) for i in range(0, len(prompts), size)]
-
-    def payload(chunk: range) -> dict[str, Any]:
-        batch = self.create_message([list(prompts[i]) for i in chunk])  # tokens or decoded text
-        body = self._create_payload(batch, generate=False, seed=self._seed, eos=self.eos_string)
-        body.update(echo=True, max_tokens=0, logprobs=max(1, int(body.get("logprobs") or 1)))
-        return body
-
     # payloads are built here (the tokenizer stays on this thread); only the POSTs run in parallel
-    payloads = [payload(chunk) for chunk in chunks]
-    workers = max(1, int(getattr(self, "_concurrent", 1)))
-    progress = tqdm(total=len(prompts), desc="Requesting API", disable=disable_tqdm)
-    prompt_stats: list[TokenStats] = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        responses = pool.map(lambda body: _post_completions(self, body), payloads)
-        for chunk, response in zip(chunks, responses, strict=True):  # in chunk order
-            prompt_stats += parse_completions_response(
+    payloads = [_completions_payload(self, [prompts[i] for i in c], echo=True) for c in chunks]
+    chunk_stats: list[list[TokenStats]] = [[] for _ in chunks]
+    with tqdm(total=len(prompts), desc="Requesting API", disable=disable_tqdm) as progress:
+
+        def receive(c: int, response: dict[str, Any]) -> None:
+            chunk_stats[c] = parse_completions_response(
                 response,
-                [len(prompts[i]) for i in chunk],
-                [start_of_prompt[i] for i in chunk],
-                exact_length=not self.tokenized_requests,
+                [len(prompts[i]) for i in chunks[c]],
+                [start_of_prompt[i] for i in chunks[c]],
+                prompt_chars=_prompt_chars(payloads[c]),
             )
-            progress.update(len(chunk))
-    progress.close()
+            progress.update(len(chunks[c]))
+
+        if payloads:
+            first = _post_first(self, payloads[0])
+            receive(0, first)
+            _check_alignment(self, [prompts[i] for i in chunks[0]], first)
+            _post_concurrently(
+                lambda body: _post_completions(self, body),
+                payloads[1:],
+                max(1, int(getattr(self, "_concurrent", 1))),
+                lambda c, response: receive(c + 1, response),
+            )
+    prompt_stats = [stats for chunk in chunk_stats for stats in chunk]
     return _assemble(
         plan, [prompt_stats[p].tail(k) for p, k in zip(prompt_of_window, plan.ks, strict=True)]
     )
 
 
 # --------------------------------------------------------------------------------------------
-# Default and installation
+# Which backends can answer, the default and installation
 # --------------------------------------------------------------------------------------------
+
+
+def _install_late_vllm() -> None:
+    """Install ``VLLM.token_stats`` if the harness imported its vLLM module after this one."""
+    vllm_module = sys.modules.get(_VLLM_MODULE)
+    if vllm_module is not None:
+        _install_on(vllm_module.VLLM, vllm_token_stats)
+
+
+def _refuse_backend(lm: Any) -> None:
+    """The check of a backend without a ``token_stats`` of its own: always refused."""
+    raise _unsupported(lm)
 
 
 def _lm_token_stats(
@@ -752,11 +1058,41 @@ def _lm_token_stats(
 ) -> list[TokenStats]:
     """Default ``LM.token_stats``: unsupported, except for a vLLM backend whose module was
     imported after this one (then the vLLM method is installed and used)."""
-    vllm_module = sys.modules.get(_VLLM_MODULE)
-    if vllm_module is not None and isinstance(self, vllm_module.VLLM):
-        _install_on(vllm_module.VLLM, vllm_token_stats)
-        return vllm_token_stats(self, requests, disable_tqdm=disable_tqdm)
+    _install_late_vllm()
+    method = getattr(type(self), REQUEST_TYPE)
+    if method is not _lm_token_stats:
+        return method(self, requests, disable_tqdm=disable_tqdm)
     raise _unsupported(self)
+
+
+# The configuration check of each token_stats this module installs (each applies its own first),
+# by function name: a second copy of this module recognises the first copy's functions.
+_BACKEND_CHECKS: dict[str, Callable[[Any], None]] = {
+    _lm_token_stats.__name__: _refuse_backend,
+    hf_token_stats.__name__: _check_hf_backend,
+    vllm_token_stats.__name__: _check_vllm_backend,
+    completions_token_stats.__name__: _check_completions_backend,
+}
+
+
+def check_backend(lm: object) -> None:
+    """Raise UnsupportedBackendError if ``lm`` cannot answer ``token_stats`` requests.
+
+    The error is the one ``lm.token_stats(requests)`` would raise: for a backend without the
+    request type (the harness's default, e.g. ``dummy``), and for a configuration its
+    ``token_stats`` refuses (seq2seq or multimodal hf models, multimodal vLLM, the completions
+    backends :func:`_check_completions_backend` refuses). A ``CachingLM`` (``--use_cache``) is
+    checked as the model it wraps; a ``token_stats`` this module did not install is trusted.
+    Sends no request (the completions alignment self-check runs with a call's first request).
+    """
+    while isinstance(lm, CachingLM):
+        lm = lm.lm
+    _install_late_vllm()
+    method = getattr(type(lm), REQUEST_TYPE, None)
+    if method is None:
+        _refuse_backend(lm)
+    elif getattr(method, _MARK, False):
+        _BACKEND_CHECKS[method.__name__](lm)
 
 
 def _install_on(cls: type, function: Callable[..., list[TokenStats]]) -> None:
@@ -783,9 +1119,7 @@ def install() -> None:
         eval_logger.debug("local-completions not available for %s: %s", REQUEST_TYPE, error)
     else:
         _install_on(LocalCompletionsAPI, completions_token_stats)
-    vllm_module = sys.modules.get(_VLLM_MODULE)
-    if vllm_module is not None:
-        _install_on(vllm_module.VLLM, vllm_token_stats)
+    _install_late_vllm()
 
 
 install()

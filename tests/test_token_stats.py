@@ -253,7 +253,8 @@ def greedy_continuations(lm: HFLM, contexts: list[str]) -> list[tuple[str, str]]
 
 
 def test_pair_sums_and_greedy_equal_loglikelihood(lm, docs):
-    contexts = [PROSE[i : i + 60] for i in range(0, 300, 13)]  # well inside the window
+    # well inside the window; no trailing whitespace, which token_stats leaves unscored (below)
+    contexts = [PROSE[i : i + 60].rstrip() for i in range(0, 300, 13)]
     pairs = [
         ("The capital of France is", " Paris"),
         ("The capital of France is ", "Paris"),  # trailing space moves to the continuation
@@ -270,6 +271,28 @@ def test_pair_sums_and_greedy_equal_loglikelihood(lm, docs):
     assert any(greedy) and not all(greedy)  # both outcomes exercised
     for (value, _), s in zip(harness, stats, strict=True):
         assert float(s.true_logprob.sum(dtype=np.float64)) == pytest.approx(value, **SUM_TOLERANCE)
+
+
+def test_whitespace_ending_the_context_is_conditioned_on_not_scored(lm):
+    """``_encode_pair`` moves it into the continuation (a chat prompt ends with a newline): the
+    scored positions are still exactly the continuation's own tokens."""
+    context, continuation = "The capital of France is\n", "Paris"
+    stripped, whitespace = context.rstrip(), "\n"
+    whole = lm.tok_encode(stripped + whitespace + continuation)
+    assert whole[: len(lm.tok_encode(stripped + whitespace))] == lm.tok_encode(context)
+    n_continuation = len(whole) - len(lm.tok_encode(context))
+    (moved,) = lm.token_stats(stats_requests([(context, continuation)]), disable_tqdm=True)
+    (everything,) = lm.token_stats(
+        stats_requests([(stripped, whitespace + continuation)]), disable_tqdm=True
+    )
+    assert moved.n == n_continuation < everything.n
+    assert_same_stats(moved, everything.tail(n_continuation))
+    ((harness, _),) = lm.loglikelihood(
+        [Instance("loglikelihood", {}, (context, continuation), 0)], disable_tqdm=True
+    )
+    assert float(everything.true_logprob.sum(dtype=np.float64)) == pytest.approx(
+        harness, **SUM_TOLERANCE
+    )
 
 
 def test_auto_batch_size_gives_the_same_stats(lm, docs, monkeypatch):
@@ -473,7 +496,9 @@ def test_evaluator_dispatches_token_stats(lm, docs, tmp_path, use_cache):
     model = CachingLM(lm, str(tmp_path / "cache.db")) if use_cache else lm
     try:
         out = evaluate(
-            lm=model, task_dict={"token_stats_probe": probe_task(tmp_path, texts)}, limit=3,
+            lm=model,
+            task_dict={"token_stats_probe": probe_task(tmp_path, texts)},
+            limit=3,
             log_samples=True,
         )
     finally:

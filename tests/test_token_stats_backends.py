@@ -1,13 +1,18 @@
-"""token_stats for vLLM and OpenAI-compatible completions servers, on mocked responses.
+"""token_stats for vLLM and OpenAI-compatible completions servers, on mocked responses, and
+``check_backend`` for every backend.
 
 vllm is not installed here, and no server runs: the response parsers are checked on hand-written
 payloads of the backends' shapes, and the whole request path on fakes that answer from the tiny
 GPT-2's logits (so the result must equal the hf backend's token_stats on the same requests).
+Recorded exchanges with real server formats are in tests/test_completions_server.py.
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
@@ -17,15 +22,21 @@ import numpy as np
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.api.model import TemplateLM
+from lm_eval.api.model import LM, CacheHook, CachingLM, TemplateLM
+from lm_eval.models.dummy import DummyLM
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.openai_completions import LocalChatCompletion, LocalCompletionsAPI
+from lm_eval.models.openai_completions import (
+    LocalChatCompletion,
+    LocalCompletionsAPI,
+    OpenAICompletionsAPI,
+)
 
 from calib_tasks import token_stats as ts
 from calib_tasks.token_stats import (
     REQUEST_TYPE,
     TokenStats,
     UnsupportedBackendError,
+    check_backend,
     parse_completions_response,
     stats_from_completion_logprobs,
     stats_from_prompt_logprobs,
@@ -195,8 +206,10 @@ def test_vllm_multimodal_is_rejected(hf):
 # OpenAI-compatible completions: choices[i].logprobs
 
 
-def completions_choice(index: int, tokens, token_logprobs, top_logprobs) -> dict[str, Any]:
-    offsets = np.cumsum([0] + [len(t) for t in tokens[:-1]]).tolist()
+def completions_choice(
+    index: int, tokens, token_logprobs, top_logprobs, first_offset: int = 0
+) -> dict[str, Any]:
+    offsets = np.cumsum([first_offset] + [len(t) for t in tokens[:-1]]).tolist()
     return {
         "index": index,
         "text": "".join(tokens),
@@ -217,39 +230,59 @@ def test_completions_response_parses_exactly():
         "created": 1700000000,
         "model": "tiny",
         "choices": [  # out of order: matched by index
-            completions_choice(
+            completions_choice(  # the generated token left out, as llama-cpp-python does
                 1,
                 ["Water", " boils", " at"],
                 [None, -1.5, -0.5],
                 [None, {" is": -0.25, " boils": -1.5}, {" at": -0.5}],
             ),
-            completions_choice(
+            completions_choice(  # the echo, then the generated token (max_tokens=1)
                 0,
-                ["The", " capital", " of", " France", " is"],
-                [None, -3.0, -0.125, -2.25, -0.625],
-                [None, {" cat": -1.0, " capital": -3.0}, {" of": -0.125}, {" Spain": -1.5,
-                 " France": -2.25}, {" is": -0.625}],
+                ["The", " capital", " of", " France", " is", " Paris"],
+                [None, -3.0, -0.125, -2.25, -0.625, -0.5],
+                [
+                    None,
+                    {" cat": -1.0, " capital": -3.0},
+                    {" of": -0.125},
+                    {" Spain": -1.5, " France": -2.25},
+                    {" is": -0.625},
+                    {" Paris": -0.5},
+                ],
             ),
         ],
-        "usage": {"prompt_tokens": 8, "completion_tokens": 0, "total_tokens": 8},
+        "usage": {"prompt_tokens": 8, "completion_tokens": 2, "total_tokens": 10},
     }
-    first, second = parse_completions_response(response, [5, 3], [2, 1], exact_length=True)
-    np.testing.assert_array_equal(first.true_logprob, np.float32([-0.125, -2.25, -0.625]))
-    np.testing.assert_array_equal(first.top1_logprob, np.float32([-0.125, -1.5, -0.625]))
-    np.testing.assert_array_equal(first.top1_is_true, [True, False, True])
-    np.testing.assert_array_equal(second.true_logprob, np.float32([-1.5, -0.5]))
-    np.testing.assert_array_equal(second.top1_logprob, np.float32([-0.25, -0.5]))
-    np.testing.assert_array_equal(second.top1_is_true, [False, True])
+    tokens = parse_completions_response(response, [5, 3], [2, 1])
+    text = parse_completions_response(response, [5, 3], [2, 1], prompt_chars=[24, 14])
+    for first, second in (tokens, text):
+        np.testing.assert_array_equal(first.true_logprob, np.float32([-0.125, -2.25, -0.625]))
+        np.testing.assert_array_equal(first.top1_logprob, np.float32([-0.125, -1.5, -0.625]))
+        np.testing.assert_array_equal(first.top1_is_true, [True, False, True])
+        np.testing.assert_array_equal(second.true_logprob, np.float32([-1.5, -0.5]))
+        np.testing.assert_array_equal(second.top1_logprob, np.float32([-0.25, -0.5]))
+        np.testing.assert_array_equal(second.top1_is_true, [False, True])
 
 
 def test_completions_response_errors():
     choice = completions_choice(0, ["A", " b", " c"], [None, -1.0, -2.0], [None, {" b": -1.0}, {}])
-    logprobs = choice["logprobs"]
+    logprobs = choice["logprobs"]  # text_offset 0, 1, 3
     with pytest.raises(ValueError, match="no top_logprobs at prompt position 2"):
         stats_from_completion_logprobs(logprobs, 3, 1)
     assert stats_from_completion_logprobs(logprobs, 2, 1).n == 1  # a generated 3rd token ignored
-    with pytest.raises(ValueError, match="server tokenised the prompt differently"):
-        stats_from_completion_logprobs(logprobs, 2, 1, exact_length=True)
+    assert stats_from_completion_logprobs(logprobs, 2, 1, prompt_chars=3).n == 1
+    # more than the one generated token: told from a different tokenisation by the text offsets
+    too_many = "the 2 after (the prompt|them) are generated, more than the max_tokens=1 asked for"
+    with pytest.raises(ValueError, match=f"holds 3 tokens for a prompt of 1 tokens: {too_many}"):
+        stats_from_completion_logprobs(logprobs, 1, 1)
+    with pytest.raises(ValueError, match=f"1 start inside the prompt's 1 characters, {too_many}"):
+        stats_from_completion_logprobs(logprobs, 1, 1, prompt_chars=1)
+    with pytest.raises(ValueError, match="of which 2 start inside the prompt's 3 .*tokenised the"):
+        stats_from_completion_logprobs(logprobs, 1, 1, prompt_chars=3)
+    with pytest.raises(ValueError, match="of which 3 start inside .*tokenised the prompt differ"):
+        stats_from_completion_logprobs(logprobs, 4, 1, prompt_chars=6)
+    without_offsets = {k: v for k, v in logprobs.items() if k != "text_offset"}
+    with pytest.raises(ValueError, match="no text_offset: the server tokenised .* or it generated"):
+        stats_from_completion_logprobs(without_offsets, 1, 1, prompt_chars=1)
     with pytest.raises(ValueError, match="did not echo the prompt"):
         stats_from_completion_logprobs(logprobs, 4, 1)
     with pytest.raises(ValueError, match="echo=True and logprobs>=1"):
@@ -258,33 +291,67 @@ def test_completions_response_errors():
         parse_completions_response({"choices": [choice]}, [3, 3], [1, 1])
 
 
-class FakeCompletionsServer:
-    """``requests.post`` answering like vLLM's /v1/completions, from the tiny GPT-2."""
+def next_token_logprobs(hf: HFLM, ids: list[int]) -> torch.Tensor:
+    """Row r: log-probabilities of the token after ``ids[: r + 1]``. The tiny model sees 64
+    tokens: for a longer prompt the last row (the generated token's) sees its last 64."""
+    with torch.no_grad():
+        logits = hf.model(torch.tensor([ids[:WINDOW]])).logits[0]
+        if len(ids) > WINDOW:
+            logits = torch.cat([logits, hf.model(torch.tensor([ids[-WINDOW:]])).logits[0, -1:]])
+    return torch.log_softmax(logits.double(), dim=-1)
 
-    def __init__(self, hf: HFLM) -> None:
+
+class FakeCompletionsServer:
+    """``requests.post`` answering like vLLM's /v1/completions, from the tiny GPT-2: with echo,
+    every prompt position and then the greedy token generated after the prompt (max_tokens=1);
+    without echo, that token only.
+
+    ``shifted``: the echo of llama-cpp-python's server (abetlen/llama-cpp-python#1983): entry i
+    holds the distribution of position i + 1 (evaluated at token i), the generated token is left
+    out; generation is right.
+    """
+
+    def __init__(self, hf: HFLM, *, shifted: bool = False) -> None:
         self.hf = hf
+        self.shifted = shifted
         self.payloads: list[dict[str, Any]] = []
+
+    def entry(self, token: int, row: torch.Tensor | None) -> tuple[str, float | None, Any]:
+        """A position's (token string, log-probability, top_logprobs): vLLM lists the token
+        next to the top-1 (keys: decoded token strings)."""
+        decode = self.hf.tokenizer.decode
+        if row is None:
+            return decode([token]), None, None
+        best = int(row.argmax())
+        return (
+            decode([token]),
+            float(row[token]),
+            {decode([token]): float(row[token]), decode([best]): float(row[best])},
+        )
 
     def __call__(self, url: str, json: dict[str, Any], **kwargs: Any) -> Any:
         self.payloads.append(json)
+        assert json["max_tokens"] == 1 and json["logprobs"] == 1
         prompts = json["prompt"]
         if isinstance(prompts, str) or isinstance(prompts[0], int):
             prompts = [prompts]
-        tokenizer = self.hf.tokenizer
         choices = []
         for index, prompt in enumerate(prompts):
-            ids = tokenizer(prompt).input_ids if isinstance(prompt, str) else prompt
-            logprobs = prompt_logsoftmax(self.hf, ids)
-            text = [tokenizer.decode([t]) for t in ids]
-            true: list[float | None] = [None]
-            top: list[dict[str, float] | None] = [None]
-            for i in range(1, len(ids)):
-                row = logprobs[i - 1]
-                best = int(row.argmax())
-                true.append(float(row[ids[i]]))
-                # vLLM lists the true token next to the top-k (keys: decoded token strings)
-                top.append({text[i]: true[-1], tokenizer.decode([best]): float(row[best])})
-            choices.append(completions_choice(index, text, true, top))
+            ids = self.hf.tokenizer(prompt).input_ids if isinstance(prompt, str) else prompt
+            rows = next_token_logprobs(self.hf, ids)
+            n, generated = len(ids), int(rows[-1].argmax())
+            if not json["echo"]:
+                entries = [self.entry(generated, rows[-1])]
+            elif self.shifted:
+                entries = [self.entry(ids[0], None)]
+                entries += [self.entry(ids[i], rows[i]) for i in range(1, n)]
+            else:
+                entries = [self.entry(ids[0], None)]
+                entries += [self.entry(ids[i], rows[i - 1]) for i in range(1, n)]
+                entries.append(self.entry(generated, rows[-1]))
+            first_offset = 0 if json["echo"] else len(self.hf.tokenizer.decode(ids))
+            tokens, values, tops = (list(column) for column in zip(*entries, strict=True))
+            choices.append(completions_choice(index, tokens, values, tops, first_offset))
         body = {"object": "text_completion", "model": json["model"], "choices": choices[::-1]}
         return FakeResponse(body)
 
@@ -332,20 +399,36 @@ def test_completions_backend_equals_hf(hf, tiny_model_dir, mixed_requests, monke
     stats = lm.token_stats(mixed_requests, disable_tqdm=True)
     for a, b in zip(stats, hf.token_stats(mixed_requests, disable_tqdm=True), strict=True):
         assert_same_stats(a, b)
+    # the first request, the alignment self-check's generation (one prompt), the others
+    assert [payload["echo"] for payload in server.payloads].count(False) == 1
+    assert server.payloads[1]["echo"] is False
     for payload in server.payloads:
-        assert payload["echo"] is True and payload["max_tokens"] == 0 and payload["logprobs"] >= 1
         prompt = payload["prompt"]
         if options.get("tokenized_requests", True):
             assert all(isinstance(p, list) for p in prompt)
         else:
             assert isinstance(prompt, str if options["batch_size"] == 1 else list)
-        assert len(prompt if isinstance(prompt, list) else [prompt]) <= options["batch_size"]
+        size = 1 if payload["echo"] is False else options["batch_size"]
+        assert len(prompt if isinstance(prompt, list) else [prompt]) <= size
 
 
 @needs_api_extra
-def test_completions_server_that_retokenises_differently_is_caught(
-    hf, tiny_model_dir, monkeypatch
+@pytest.mark.parametrize("tokenized_requests", [True, False])
+def test_completions_server_with_a_shifted_echo_is_refused(
+    hf, tiny_model_dir, mixed_requests, monkeypatch, tokenized_requests
 ):
+    server = FakeCompletionsServer(hf, shifted=True)
+    monkeypatch.setattr("requests.post", server)
+    lm = completions_lm(
+        tiny_model_dir, batch_size=2, num_concurrent=2, tokenized_requests=tokenized_requests
+    )
+    with pytest.raises(UnsupportedBackendError, match=r"alignment self-check.*#1983.*hf backend"):
+        lm.token_stats(mixed_requests, disable_tqdm=True)
+    assert len(server.payloads) == 2  # the first request and the check: nothing more was sent
+
+
+@needs_api_extra
+def test_completions_server_that_retokenises_differently_is_caught(hf, tiny_model_dir, monkeypatch):
     server = FakeCompletionsServer(hf)
 
     def with_extra_bos(url: str, json: dict[str, Any], **kwargs: Any) -> Any:
@@ -361,10 +444,114 @@ def test_completions_server_that_retokenises_differently_is_caught(
 @needs_api_extra
 def test_completions_configurations_without_per_position_top1_are_rejected(tiny_model_dir):
     request = [Instance(REQUEST_TYPE, {}, ("Bob plays", " the piano"), 0)]
-    no_tokenizer = LocalCompletionsAPI(base_url="http://127.0.0.1:9/v1/completions", model="x",
-                                       tokenizer_backend=None)
+    no_tokenizer = LocalCompletionsAPI(
+        base_url="http://127.0.0.1:9/v1/completions", model="x", tokenizer_backend=None
+    )
     with pytest.raises(UnsupportedBackendError, match="no tokenizer.*Supported backends: hf"):
         no_tokenizer.token_stats(request)
     chat = LocalChatCompletion(base_url="http://127.0.0.1:9/v1/chat/completions", model="x")
     with pytest.raises(UnsupportedBackendError, match="LocalChatCompletion.*_create_payload"):
         chat.token_stats(request)
+
+
+# ------------------------------------------------------------------------------------------
+# check_backend: the refusals of token_stats, before any request
+
+
+class VLLM(FakeVLLM, LM):
+    """lm_eval.models.vllm_causallms.VLLM, stood in for by FakeVLLM (vllm is not installed)."""
+
+    # LM's abstract request methods, never called here
+    loglikelihood = loglikelihood_rolling = generate_until = None  # type: ignore[assignment]
+
+
+@pytest.fixture
+def vllm_module(monkeypatch: pytest.MonkeyPatch) -> type[VLLM]:
+    """The harness's vLLM module, imported after calib_tasks.token_stats (so VLLM has no
+    token_stats of its own until one is needed)."""
+    module = types.ModuleType("lm_eval.models.vllm_causallms")
+    module.VLLM = type("VLLM", (VLLM,), {})  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module.VLLM  # type: ignore[attr-defined]
+
+
+def caching(lm: Any, tmp_path: Path) -> CachingLM:
+    cached = CachingLM(lm, str(tmp_path / "cache.db"))
+    lm.set_cache_hook(CacheHook(None))
+    return cached
+
+
+def with_attribute(lm: Any, monkeypatch: pytest.MonkeyPatch, name: str, value: Any) -> Any:
+    monkeypatch.setattr(lm, name, value, raising=False)
+    return lm
+
+
+REFUSED: dict[str, Callable[..., Any]] = {
+    "dummy": lambda **_: DummyLM(),
+    "cached dummy": lambda tmp_path, **_: caching(DummyLM(), tmp_path),
+    "seq2seq hf": lambda hf, monkeypatch, **_: with_attribute(
+        hf, monkeypatch, "backend", "seq2seq"
+    ),
+    "multimodal hf": lambda hf, monkeypatch, **_: with_attribute(
+        hf, monkeypatch, "MULTIMODAL", True
+    ),
+    "multimodal vllm": lambda hf, vllm_module, monkeypatch, **_: with_attribute(
+        vllm_module(hf, 1), monkeypatch, "MULTIMODAL", True
+    ),
+    "completions without tokenizer": lambda **_: LocalCompletionsAPI(
+        base_url="http://127.0.0.1:9/v1/completions", model="x", tokenizer_backend=None
+    ),
+    "chat completions": lambda **_: LocalChatCompletion(
+        base_url="http://127.0.0.1:9/v1/chat/completions", model="x"
+    ),
+    "openai without prompt logprobs": lambda **_: OpenAICompletionsAPI(
+        base_url="http://127.0.0.1:9/v1/completions",
+        model="gpt-3.5-turbo-instruct",
+        tokenizer_backend=None,
+    ),
+}
+REFUSAL = {
+    "dummy": r"DummyLM cannot answer 'token_stats'.*\)\. Supported backends: hf",
+    "cached dummy": r"DummyLM cannot answer 'token_stats'.*\)\. Supported backends: hf",
+    "seq2seq hf": r"HFLM cannot .*: only causal .*'seq2seq'",
+    "multimodal hf": r"HFLM cannot .*: multimodal hf models",
+    "multimodal vllm": r"VLLM cannot .*: multimodal vLLM models",
+    "completions without tokenizer": r"LocalCompletionsAPI cannot .*: it has no tokenizer",
+    "chat completions": r"LocalChatCompletion cannot .*: it overrides _create_payload",
+    "openai without prompt logprobs": r"OpenAICompletionsAPI cannot .*babbage-002, davinci-002",
+}
+
+
+@needs_api_extra
+@pytest.mark.parametrize("backend", REFUSED)
+def test_check_backend_refuses_what_token_stats_refuses_with_the_same_error(
+    backend, hf, vllm_module, tmp_path, monkeypatch
+):
+    def no_request(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("check_backend sent a request")
+
+    monkeypatch.setattr("requests.post", no_request)
+    lm = REFUSED[backend](
+        hf=hf, vllm_module=vllm_module, tmp_path=tmp_path, monkeypatch=monkeypatch
+    )
+    with pytest.raises(UnsupportedBackendError, match=REFUSAL[backend]) as checked:
+        check_backend(lm)
+    with pytest.raises(UnsupportedBackendError) as called:
+        lm.token_stats([Instance(REQUEST_TYPE, {}, ("Bob plays", " the piano"), 0)])
+    assert str(checked.value) == str(called.value)
+
+
+@needs_api_extra
+def test_check_backend_accepts_the_backends_token_stats_serves(
+    hf, vllm_module, tiny_model_dir, tmp_path, monkeypatch
+):
+    def no_request(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("check_backend sent a request")
+
+    monkeypatch.setattr("requests.post", no_request)
+    request = [Instance(REQUEST_TYPE, {}, ("Bob plays", " the piano"), 0)]
+    vllm = vllm_module(hf, 1)
+    # imported after calib_tasks.token_stats: LM's default installs the vLLM method and runs it
+    assert_same_stats(vllm.token_stats(request)[0], hf.token_stats(request)[0])
+    for lm in (hf, caching(hf, tmp_path), vllm, completions_lm(tiny_model_dir)):
+        check_backend(lm)
