@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import numpy as np
@@ -245,7 +246,8 @@ def test_corrupt_samples_lines_are_named_and_the_rest_reported(runs, tmp_path, c
     kept = [r for i, r in enumerate(_records(runs[LARGE_LABEL])) if i not in (2, 39)]
     confidence, correct = _arrays(kept)
     row = _row(summary, TASK, LARGE_LABEL)
-    assert row[1] == "38"
+    assert row[1] == "38 **INCOMPLETE: 38 of 40 samples**"
+    assert f"INCOMPLETE: 38 of 40 samples — {samples_file} has 38 usable sample lines" in stderr
     assert row[3].startswith(f"{cm.ece(confidence, correct):.3f} [")
     assert row[7] == "samples (38 of 40 lines usable)"
 
@@ -364,3 +366,272 @@ def test_runs_of_different_tasks_and_histogram_records(runs, tmp_path, capsys) -
     assert f"| {LARGE_LABEL} |" not in _section(summary, "calib_clm_mini")
     assert (out / "figures" / "reliability__calib_clm_mini__run2-pythia-1.4b.png").is_file()
     assert (out / "figures" / "comparison.png").is_file()
+
+
+# ------------------------------------------------- completeness, option probabilities, degenerate
+
+
+def _mmlu_records(n: int, seed: int, k: int = 4) -> list[dict]:
+    """``n`` top-label records as calib_mmlu writes them (option probabilities, gold label)."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        probs = rng.dirichlet(np.ones(k))
+        label = int(rng.integers(k))
+        pred = int(np.argmax(probs))
+        records.append(
+            {
+                "confidence": float(probs[pred]),
+                "correct": int(pred == label),
+                "probs": probs.tolist(),
+                "label": label,
+                "subject": "anatomy",
+                "category": "other",
+            }
+        )
+    return records
+
+
+def _synthetic_run(
+    root: Path,
+    tasks: dict[str, dict[str, list[dict]]],
+    *,
+    effective: dict[str, int],
+    key: str = "ece",
+    groups: dict[str, list[str]] | None = None,
+) -> Path:
+    """A run in the harness's layout, records built by hand: ``tasks`` maps each task to its
+    filters' records (lines are written filter after filter, as the harness writes them), each
+    under sample key ``key`` ("bypass" as in a --predict_only run, whose results file then holds
+    ``bypass`` = 999 and no ECE). ``effective`` is the results file's n-samples count per task;
+    ``groups`` adds groups (name -> subtasks) with a mean ECE, as the harness reports them."""
+    date_id = "2025-02-01T00-00-00.000000"
+    run_dir = root / "EleutherAI__pythia-160m"
+    run_dir.mkdir(parents=True)
+    results: dict = {}
+    for task, by_filter in tasks.items():
+        with (run_dir / f"samples_{task}_{date_id}.jsonl").open("w") as f:
+            for filter_key, records in by_filter.items():
+                for doc_id, record in enumerate(records):
+                    line = {"doc_id": doc_id, "doc": {"q": "?"}, "filter": filter_key}
+                    line |= {"metrics": [key], key: record}
+                    f.write(json.dumps(line) + "\n")
+        metrics: dict = {"alias": task, "sample_len": effective[task]}
+        for filter_key, records in by_filter.items():
+            if key == "bypass":
+                metrics |= {f"bypass,{filter_key}": 999, f"bypass_stderr,{filter_key}": "N/A"}
+            else:
+                confidence, correct = _arrays(records)
+                metrics[f"ece,{filter_key}"] = cm.ece(confidence, correct)
+        results[task] = metrics
+    subtasks = {task: [] for task in tasks} | (groups or {})
+    for group in groups or {}:
+        results[group] = {"alias": group, "ece,none": 0.1}
+    document = {
+        "results": results,
+        "group_subtasks": subtasks,
+        "n-samples": {t: {"original": 100, "effective": n} for t, n in effective.items()},
+        "config": {"model": "hf", "model_args": "pretrained=EleutherAI/pythia-160m"},
+    }
+    (run_dir / f"results_{date_id}.json").write_text(json.dumps(document))
+    return run_dir
+
+
+def _samples_file(run_dir: Path, task: str) -> Path:
+    (path,) = run_dir.glob(f"samples_{task}_*.jsonl")
+    return path
+
+
+def _keep_lines(path: Path, keep) -> None:
+    """Rewrite ``path`` with the lines (0-based index, text) for which ``keep`` is true."""
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(line for i, line in enumerate(lines) if keep(i, line)))
+
+
+LABEL_160M = "pythia-160m"
+
+
+def test_samples_file_cut_at_a_line_boundary_is_marked_incomplete(tmp_path, capsys) -> None:
+    records = _mmlu_records(20, seed=1)
+    run_dir = _synthetic_run(tmp_path / "run", {TASK: {"none": records}}, effective={TASK: 20})
+    code, summary, stderr = _report([run_dir], tmp_path / "whole", capsys=capsys)
+    assert code == 0 and "INCOMPLETE" not in summary + stderr
+    samples_file = _samples_file(run_dir, TASK)
+    _keep_lines(samples_file, lambda i, _: i < 5)
+    out = tmp_path / "report"
+    code, summary, stderr = _report([run_dir], out, capsys=capsys)
+    assert code == 0
+    (results_file,) = run_dir.glob("results_*.json")
+    problem = (
+        f"{TASK} ({LABEL_160M}): INCOMPLETE: 5 of 20 samples — {samples_file} has 5 usable sample "
+        f"lines, {results_file} counts 20 (n-samples, effective)"
+    )
+    assert problem in stderr and problem in summary
+    row = _row(summary, TASK, LABEL_160M)
+    assert row[1] == "5 **INCOMPLETE: 5 of 20 samples**"
+    confidence, correct = _arrays(records[:5])
+    assert row[3].startswith(f"{cm.ece(confidence, correct):.3f} [")
+    warnings = summary.split("## Warnings\n", 1)[1].split("\n## ", 1)[0]
+    assert f"- **{TASK}, {LABEL_160M}: INCOMPLETE: 5 of 20 samples**" in warnings
+    assert f"- **{LABEL_160M}: INCOMPLETE: 5 of 20 samples**" in _section(summary, TASK)
+    html = (out / "report.html").read_text()
+    assert '<strong class="alert">INCOMPLETE: 5 of 20 samples</strong>' in html
+    breakdown = (out / "breakdowns" / f"{TASK}__run1-{LABEL_160M}.md").read_text()
+    assert "**INCOMPLETE: 5 of 20 samples**" in breakdown
+
+
+def test_more_samples_than_the_results_file_counts_are_inconsistent(tmp_path, capsys) -> None:
+    records = _mmlu_records(20, seed=2)
+    run_dir = _synthetic_run(tmp_path / "run", {TASK: {"none": records}}, effective={TASK: 20})
+    samples_file = _samples_file(run_dir, TASK)
+    samples_file.write_text(samples_file.read_text() * 2)  # appended to twice
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    assert f"INCONSISTENT: 40 samples, the results file counts 20 — {samples_file}" in stderr
+    assert _row(summary, TASK, LABEL_160M)[1].endswith(
+        "**INCONSISTENT: 40 samples, the results file counts 20**"
+    )
+
+
+def test_each_filter_is_reported_and_checked_on_its_own(tmp_path, capsys) -> None:
+    by_filter = {"strict": _mmlu_records(20, seed=3), "loose": _mmlu_records(20, seed=4)}
+    run_dir = _synthetic_run(tmp_path / "run", {TASK: by_filter}, effective={TASK: 20})
+    code, summary, stderr = _report([run_dir], tmp_path / "whole", capsys=capsys)
+    assert code == 0 and "INCOMPLETE" not in summary + stderr
+    for filter_key, records in by_filter.items():
+        name = f"{TASK}, filter {filter_key}"
+        row = _row(summary, name, LABEL_160M)
+        confidence, correct = _arrays(records)
+        assert row[1] == "20"
+        assert row[3].startswith(f"{cm.ece(confidence, correct):.3f} [")
+        assert row[7] == f"samples, filter {filter_key} (20 documents)"
+    assert f"## Task {TASK}\n" not in summary
+    # the second filter's lines cut short: only that filter is incomplete
+    _keep_lines(_samples_file(run_dir, TASK), lambda i, _: i < 32)
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert _row(summary, f"{TASK}, filter strict", LABEL_160M)[1] == "20"
+    loose = _row(summary, f"{TASK}, filter loose", LABEL_160M)
+    assert loose[1] == "12 **INCOMPLETE: 12 of 20 samples**"
+    assert f"{TASK}, filter loose ({LABEL_160M}): INCOMPLETE: 12 of 20 samples" in stderr
+
+
+def test_tasks_of_a_group_are_checked_against_their_own_counts(tmp_path, capsys) -> None:
+    tasks = {
+        "calib_a": {"none": _mmlu_records(20, seed=5)},
+        "calib_b": {"none": _mmlu_records(10, seed=6)},
+    }
+    run_dir = _synthetic_run(
+        tmp_path / "run",
+        tasks,
+        effective={"calib_a": 20, "calib_b": 10},
+        groups={"calib_ab": ["calib_a", "calib_b"]},
+    )
+    _keep_lines(_samples_file(run_dir, "calib_b"), lambda i, _: i < 4)
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    assert _row(summary, "calib_a", LABEL_160M)[1] == "20"
+    assert _row(summary, "calib_b", LABEL_160M)[1] == "4 **INCOMPLETE: 4 of 10 samples**"
+    assert f"calib_ab ({LABEL_160M}): a group" in stderr
+    assert "## Task calib_ab" not in summary and stderr.count("INCOMPLETE") == 1
+
+
+def test_nan_in_option_probabilities_is_a_problem_line(tmp_path, capsys) -> None:
+    records = _mmlu_records(20, seed=7)
+    records[2] = {**records[2], "probs": [0.5, float("nan"), 0.25, 0.25]}
+    records[5] = {**records[5], "label": 4}
+    run_dir = _synthetic_run(tmp_path / "run", {TASK: {"none": records}}, effective={TASK: 20})
+    samples_file = _samples_file(run_dir, TASK)
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    assert f"{samples_file}:3: probs[1] must be a number in [0, 1], got nan" in stderr
+    assert f"{samples_file}:6: label must be an index into probs (0 to 3), got 4" in stderr
+    kept = [r for i, r in enumerate(records) if i not in (2, 5)]
+    row = _row(summary, TASK, LABEL_160M)
+    assert row[1] == "18 **INCOMPLETE: 18 of 20 samples**"
+    probs, labels = [r["probs"] for r in kept], [r["label"] for r in kept]
+    assert row[5] == f"{cm.brier_multiclass(probs, labels):.3f}"  # still multiclass
+    assert "Brier: multiclass." in _section(summary, TASK)
+
+
+def _tied_records(n: int, k: int = 4) -> list[dict]:
+    """What a backend without usable log-probabilities gives: every option tied."""
+    return [
+        {"confidence": 1 / k, "correct": int(i % k == 0), "probs": [1 / k] * k, "label": i % k}
+        for i in range(n)
+    ]
+
+
+def test_uninformative_scores_are_marked_not_measured(runs, tmp_path, capsys) -> None:
+    run_dir = _synthetic_run(
+        tmp_path / "run", {TASK: {"none": _tied_records(20)}}, effective={TASK: 20}
+    )
+    out = tmp_path / "report"
+    code, summary, stderr = _report([runs[LARGE_LABEL], run_dir], out, capsys=capsys)
+    assert code == 0
+    marker = (
+        "NOT MEASURED: all 20 confidences equal 0.25 — the backend's scores carry no information"
+    )
+    assert f"{TASK} ({LABEL_160M}): NOT MEASURED: all 20 confidences equal 0.25 in " in stderr
+    row = _row(summary, TASK, LABEL_160M)
+    assert row[3].startswith("**NOT MEASURED** (0.000 [") and row[4] == "(0.000)"
+    assert f"- **{LABEL_160M}: {marker}**" in _section(summary, TASK)
+    assert f"- **{TASK}, {LABEL_160M}: {marker}**" in summary.split("## Warnings\n", 1)[1]
+    # the informative run of the same task is reported as measured
+    assert not _row(summary, TASK, LARGE_LABEL)[3].startswith("**NOT MEASURED**")
+    assert f"{LARGE_LABEL}: NOT MEASURED" not in summary
+    html = (out / "report.html").read_text()
+    assert f'<strong class="alert">{LABEL_160M}: {escape(marker)}</strong>' in html
+    assert '<td class="num"><strong class="alert">NOT MEASURED</strong> (0.000 [' in html
+    assert (out / "figures" / "comparison.png").is_file()
+
+
+def test_options_tied_in_every_document_are_not_measured(tmp_path, capsys) -> None:
+    records = _tied_records(6, k=2) + _tied_records(6, k=4)  # confidences 0.5 and 0.25
+    run_dir = _synthetic_run(tmp_path / "run", {TASK: {"none": records}}, effective={TASK: 12})
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    assert "NOT MEASURED: every option tied in all 12 documents" in _section(summary, TASK)
+    assert "Brier is top-label, not multiclass: the records' 'probs' do not all have" in stderr
+
+
+def test_uninformative_token_histograms_are_marked_not_measured(tmp_path, capsys) -> None:
+    run_dir = tmp_path / "clm" / "EleutherAI__pythia-1.4b"
+    run_dir.mkdir(parents=True)
+    date_id = "2025-01-01T00-00-00.000000"
+    with (run_dir / f"samples_calib_clm_mini_{date_id}.jsonl").open("w") as f:
+        for doc_id in range(3):
+            hist = cm.ConfidenceHistogram.from_samples([1.0] * 10, [1, 0] * 5, resolution=100)
+            record = {"histogram": hist.to_dict(), "n_tokens": 10, "n_bytes": 40}
+            f.write(json.dumps({"doc_id": doc_id, "ece": record}) + "\n")
+    code, summary, _ = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    row = _row(summary, "calib_clm_mini", run_dir.name)  # no results file: the folder's name
+    assert row[3].startswith("**NOT MEASURED** (0.500")
+    assert "NOT MEASURED: all 30 confidences equal 1 — the backend's scores" in summary
+
+
+def test_predict_only_run_is_reported_from_its_samples(tmp_path, capsys) -> None:
+    records = _mmlu_records(20, seed=8)
+    run_dir = _synthetic_run(
+        tmp_path / "run", {TASK: {"none": records}}, effective={TASK: 20}, key="bypass"
+    )
+    code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
+    assert code == 0
+    confidence, correct = _arrays(records)
+    interval = cm.binned_bootstrap_ci(confidence, correct)["ece"]
+    row = _row(summary, TASK, LABEL_160M)
+    assert row[1] == "20"
+    assert row[3] == _ci_text(cm.ece(confidence, correct), interval)
+    assert row[7] == "samples (20 documents)"
+    assert f"{TASK} ({LABEL_160M}): a --predict_only run" in stderr
+    assert "not a calib task" not in stderr
+    # cut short, it is checked against the results file's count like any run
+    _keep_lines(_samples_file(run_dir, TASK), lambda i, _: i < 5)
+    _, summary, _ = _report([run_dir], tmp_path / "cut", capsys=capsys)
+    assert _row(summary, TASK, LABEL_160M)[1] == "5 **INCOMPLETE: 5 of 20 samples**"
+    # without its samples, the results file of such a run has nothing to report
+    _samples_file(run_dir, TASK).unlink()
+    code, _, stderr = _report([run_dir], tmp_path / "none", capsys=capsys)
+    assert code == 2
+    assert f"{TASK} ({LABEL_160M}): a --predict_only run (" in stderr
+    assert "without usable samples; nothing to report" in stderr

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import calib_metrics as cm
-from calib_tasks.report.document import Code, Link, Paragraph, Table
+from calib_tasks.report.document import Alert, Code, Link, Paragraph, Table
+from calib_tasks.report.entries import count_marker
 from calib_tasks.report.html_page import render_html
 from calib_tasks.report.labels import (
     model_size,
@@ -20,6 +21,12 @@ from calib_tasks.report.labels import (
     unique_labels,
 )
 from calib_tasks.report.markdown import render_markdown
+from calib_tasks.report.numbers import (
+    is_calib_result,
+    is_predict_only_result,
+    result_filters,
+    results_numbers,
+)
 from calib_tasks.report.samples import read_samples
 
 
@@ -126,8 +133,100 @@ def test_top_label_records_are_validated(tmp_path: Path) -> None:
         ],
     )
     samples = read_samples(path)
-    assert len(samples.records) == 1
+    assert len(samples.filters["none"].records) == 1
     assert [p.split(": ", 1)[0] for p in samples.problems] == [f"{path}:{n}" for n in (2, 3, 4)]
+
+
+GOOD_PROBS = {"confidence": 0.5, "correct": 1, "probs": [0.5, 0.3, 0.2], "label": 0}
+DROP = object()  # a change that removes the key
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"probs": [0.5, float("nan"), 0.5]}, "probs[1] must be a number in [0, 1], got nan"),
+        ({"probs": [1.5, -0.3, -0.2]}, "probs[0] must be a number in [0, 1], got 1.5"),
+        ({"probs": [0.5, "0.3", 0.2]}, "probs[1] must be a number in [0, 1], got '0.3'"),
+        ({"probs": [0.5, 0.3, 0.3]}, "probs must sum to 1, got 1.1"),
+        ({"probs": []}, "probs must be a non-empty list of option probabilities, got []"),
+        ({"probs": None}, "probs must be a non-empty list of option probabilities, got None"),
+        ({"label": 3}, "label must be an index into probs (0 to 2), got 3"),
+        ({"label": -1}, "label must be an index into probs (0 to 2), got -1"),
+        ({"label": True}, "label must be an index into probs (0 to 2), got True"),
+        ({"label": 1.0}, "label must be an index into probs (0 to 2), got 1.0"),
+        ({"label": DROP}, "label must be an index into probs (0 to 2), got None"),
+    ],
+)
+def test_option_probabilities_are_validated(tmp_path: Path, change: dict, problem: str) -> None:
+    bad = {key: value for key, value in {**GOOD_PROBS, **change}.items() if value is not DROP}
+    path = _write_lines(
+        tmp_path / "samples_t_2025.jsonl",
+        [json.dumps({"ece": GOOD_PROBS}), json.dumps({"ece": bad})],
+    )
+    samples = read_samples(path)
+    assert samples.problems == [f"{path}:2: {problem}"]
+    assert samples.filters["none"].records == [GOOD_PROBS]
+
+
+def test_a_record_without_probs_may_carry_a_label(tmp_path: Path) -> None:
+    record = {"confidence": 0.9, "correct": 1, "letter_probs": [0.1, 0.2], "label": 7}
+    samples = read_samples(_write_lines(tmp_path / "s_t_2025.jsonl", [json.dumps({"ece": record})]))
+    assert samples.problems == [] and samples.filters["none"].records == [record]
+
+
+def test_read_samples_takes_the_predict_only_record_under_bypass(tmp_path: Path) -> None:
+    record = {"confidence": 0.7, "correct": 1}
+    path = _write_lines(
+        tmp_path / "samples_t_2025.jsonl",
+        [
+            json.dumps({"metrics": ["bypass"], "bypass": record}),
+            json.dumps({"ece": {"confidence": 0.2, "correct": 0}, "bypass": record}),
+            json.dumps({"metrics": ["bypass"], "bypass": None}),
+        ],
+    )
+    samples = read_samples(path)
+    assert samples.kind == "top-label"
+    assert samples.filters["none"].records == [record, {"confidence": 0.2, "correct": 0}]
+    assert samples.problems == [f"{path}:3: no calib record under 'ece' (nor 'bypass')"]
+
+
+def test_read_samples_splits_the_lines_by_filter(tmp_path: Path) -> None:
+    def line(filter_key: str, confidence: float) -> str:
+        return json.dumps({"filter": filter_key, "ece": {"confidence": confidence, "correct": 1}})
+
+    path = _write_lines(
+        tmp_path / "samples_t_2025.jsonl",
+        [line("a", 0.1), line("a", 0.2), line("b", 0.3), "{cut", line("b", 1.3)],
+    )
+    samples = read_samples(path)
+    assert list(samples.filters) == ["a", "b"]
+    a, b = samples.filters["a"], samples.filters["b"]
+    assert [r["confidence"] for r in a.records] == [0.1, 0.2] and a.n_lines == 2
+    assert [r["confidence"] for r in b.records] == [0.3] and b.n_lines == 2
+    assert samples.n_documents == 3 and samples.n_lines == 5
+
+
+@pytest.mark.parametrize(
+    ("found", "expected", "marker"),
+    [
+        (5, 20, "INCOMPLETE: 5 of 20 samples"),
+        (0, 1, "INCOMPLETE: 0 of 1 samples"),
+        (20, 20, None),
+        (40, 20, "INCONSISTENT: 40 samples, the results file counts 20"),
+    ],
+)
+def test_count_marker(found: int, expected: int, marker: str | None) -> None:
+    assert count_marker(found, expected) == marker
+
+
+def test_results_of_a_predict_only_run_hold_no_calib_numbers() -> None:
+    predict_only = {"alias": "t", "bypass,none": 999, "bypass_stderr,none": "N/A"}
+    calib = {"ece,none": 0.1, "ece_stderr,none": "N/A", "ece,strict": 0.2, "ece_ci_low,none": 0.0}
+    assert is_predict_only_result(predict_only) and not is_calib_result(predict_only)
+    assert is_calib_result(calib) and not is_predict_only_result(calib)
+    assert result_filters(calib) == ["none", "strict"]
+    assert not is_predict_only_result({"acc,none": 0.5})
+    assert results_numbers(calib, 20, "strict").ece == 0.2
 
 
 def test_markdown_and_html_escape_table_text(tmp_path: Path) -> None:
@@ -138,3 +237,11 @@ def test_markdown_and_html_escape_table_text(tmp_path: Path) -> None:
     assert "| [t](f.md) | 2 |" in markdown
     html = render_html(blocks, "title", tmp_path)
     assert "a|b &lt;x&gt;" in html and '<a href="#anchor">t</a>' in html
+
+
+def test_alerts_are_bold_in_markdown_and_red_in_html(tmp_path: Path) -> None:
+    blocks = [Table(["n"], [[["5 ", Alert("INCOMPLETE: 5 of 20 | *x*")]]])]
+    assert "| 5 **INCOMPLETE: 5 of 20 \\| \\*x\\*** |" in render_markdown(blocks)
+    html = render_html(blocks, "title", tmp_path)
+    assert '<td>5 <strong class="alert">INCOMPLETE: 5 of 20 | *x*</strong></td>' in html
+    assert "strong.alert {" in html

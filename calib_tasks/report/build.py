@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from calib_tasks.report.breakdown import breakdown, breakdown_fields
-from calib_tasks.report.entries import Entry, ReportOptions, task_entry
+from calib_tasks.report.entries import Entry, ReportOptions, task_entries
 from calib_tasks.report.figures import (
     ComparisonPoint,
     write_comparison_figure,
@@ -18,12 +18,13 @@ from calib_tasks.report.html_page import render_html
 from calib_tasks.report.labels import order_runs, run_label, unique_labels
 from calib_tasks.report.markdown import render_markdown
 from calib_tasks.report.notes import Notes
+from calib_tasks.report.numbers import NAN
 from calib_tasks.report.runs import find_run_files, read_run
 from calib_tasks.report.summary import (
     TITLE,
     EntryFiles,
     breakdown_document,
-    ece_with_interval,
+    ece_text,
     fmt,
     slug,
     summary_blocks,
@@ -48,8 +49,10 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
             out_dir / diagram,
             numbers.bins,
             title=f"{entry.task}: {entry.label}",
-            stats=f"{n}, accuracy = {fmt(numbers.acc)}\nECE = "
-            f"{ece_with_interval(numbers.ece, numbers.ece_low, numbers.ece_high)} (95% CI)",
+            stats="\n".join(
+                [f"{n}, accuracy = {fmt(numbers.acc)}", f"ECE = {ece_text(entry)} (95% CI)"]
+                + entry.alerts
+            ),
             binning=numbers.binning,
             observed=numbers.observed,
         )
@@ -70,16 +73,20 @@ def _comparison(
     entries: Sequence[Entry], labels: Sequence[str], order_by: str, out_dir: Path
 ) -> str | None:
     """Draw the comparison figure when the entries come from two or more run labels (runs of
-    one label on different tasks share a row); return its stem."""
+    one label on different tasks share a row); return its stem. The ECE of a NOT MEASURED
+    entry is not drawn, and a marker says so; INCOMPLETE numbers are drawn with their marker."""
     rows = list(dict.fromkeys(labels[p] for p in sorted({e.position for e in entries})))
     if len(rows) < 2:
         return None
     points: dict[str, dict[int, ComparisonPoint]] = {}
     for e in entries:
         n = e.numbers
-        points.setdefault(e.task, {})[rows.index(labels[e.position])] = ComparisonPoint(
-            n.ece, n.ece_low, n.ece_high, n.acc
+        point = (
+            ComparisonPoint(NAN, NAN, NAN, n.acc, "ECE not measured")
+            if e.not_measured
+            else ComparisonPoint(n.ece, n.ece_low, n.ece_high, n.acc, e.incomplete or "")
         )
+        points.setdefault(e.task, {})[rows.index(labels[e.position])] = point
     stem = f"{FIGURES}/comparison"
     write_comparison_figure(out_dir / stem, rows, points, order_by=order_by)
     return stem
@@ -109,10 +116,9 @@ def write_report(
     entries: list[Entry] = []
     files: dict[tuple[int, str], EntryFiles] = {}
     for position, run, label, task in tqdm(work, desc="calib-report", unit="task", disable=None):
-        entry = task_entry(position, run, label, task, options, notes)
-        if entry is not None:
+        for entry in task_entries(position, run, label, task, options, notes):
             entries.append(entry)
-            files[(position, task)] = _entry_files(entry, out_dir, options)
+            files[(position, entry.task)] = _entry_files(entry, out_dir, options)
     comparison = _comparison(entries, labels, order.by, out_dir)
     blocks = summary_blocks(
         runs, labels, order.by, entries, files, comparison, notes.messages, options

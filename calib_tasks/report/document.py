@@ -1,7 +1,7 @@
 """A tiny document model shared by summary.md and report.html, so both say the same thing.
 
 A document is a list of blocks; text inside a block is a sequence of inline parts (plain
-strings, ``Code`` and ``Link``).
+strings, ``Code``, ``Link`` and ``Alert``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,15 @@ class Link:
     anchor: str | None = None
 
 
-Inline = str | Code | Link
+@dataclass(frozen=True)
+class Alert:
+    """Text the reader must not miss: a marker such as ``INCOMPLETE: 5 of 20 samples`` (bold
+    in summary.md, bold and red in report.html)."""
+
+    text: str
+
+
+Inline = str | Code | Link | Alert
 Text = Sequence[Inline]
 
 

@@ -1,15 +1,21 @@
 """What can be reported for each task of each run, with a note for everything that cannot.
 
-An entry is one calib task in one run: numbers recomputed from its samples file when it has
-usable records, else the numbers of its results file. Groups, non-calib tasks and tasks with
-neither usable samples nor calib numbers are skipped with a note.
+An entry is one calib task in one run, under one filter (the harness writes every document once
+per filter; a task of several filters gets one entry per filter, named ``<task>, filter <f>``):
+numbers recomputed from its samples file when it has usable records, else the numbers of its
+results file. Groups, non-calib tasks and tasks with neither usable samples nor calib numbers
+are skipped with a note. Two things make numbers from the samples untrustworthy, and both are
+marked on the entry and noted: fewer (or more) usable samples than the results file counts
+(``n-samples`` -> task -> ``effective``), and scores that carry no information.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from calib_tasks.records import PREDICT_ONLY_KEY
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import (
     EQUAL_MASS,
@@ -17,13 +23,16 @@ from calib_tasks.report.numbers import (
     TaskNumbers,
     histogram_numbers,
     is_calib_result,
+    is_predict_only_result,
+    result_filters,
     results_numbers,
     top_label_numbers,
 )
 from calib_tasks.report.runs import Run
-from calib_tasks.report.samples import TaskSamples, read_samples
+from calib_tasks.report.samples import FilterSamples, TaskSamples, read_samples
 
 MAX_LISTED_PROBLEMS = 5
+NO_INFORMATION = "the backend's scores carry no information"
 
 
 @dataclass(frozen=True)
@@ -35,9 +44,20 @@ class ReportOptions:
     seed: int = 0
 
 
+def count_marker(found: int, expected: int) -> str | None:
+    """``"INCOMPLETE: 5 of 20 samples"`` when fewer samples were usable than the results file
+    counts, ``"INCONSISTENT: 40 samples, the results file counts 20"`` when more, else None."""
+    if found < expected:
+        return f"INCOMPLETE: {found} of {expected} samples"
+    if found > expected:
+        return f"INCONSISTENT: {found} samples, the results file counts {expected}"
+    return None
+
+
 @dataclass(frozen=True)
 class Entry:
-    """One calib task of one run; ``records`` are its top-label records (None otherwise)."""
+    """One calib task of one run; ``records`` are its top-label records (None otherwise);
+    ``expected_documents`` is what the results file counts (None when it says nothing)."""
 
     position: int
     run: Run
@@ -46,6 +66,27 @@ class Entry:
     numbers: TaskNumbers
     records: list[dict[str, Any]] | None
     origin: str
+    expected_documents: int | None = None
+
+    @property
+    def incomplete(self) -> str | None:
+        """The ``count_marker`` of numbers from samples that do not cover the run, else None."""
+        found, expected = self.numbers.documents, self.expected_documents
+        if self.numbers.source != "samples" or found is None or expected is None:
+            return None
+        return count_marker(found, expected)
+
+    @property
+    def not_measured(self) -> str | None:
+        """``"NOT MEASURED: <why> — the backend's scores carry no information"`` when the
+        scores are uninformative (then the calibration errors measure nothing), else None."""
+        reason = self.numbers.uninformative
+        return f"NOT MEASURED: {reason} — {NO_INFORMATION}" if reason else None
+
+    @property
+    def alerts(self) -> list[str]:
+        """Every marker of the entry (``incomplete``, ``not_measured``), for its reader."""
+        return [m for m in (self.incomplete, self.not_measured) if m]
 
 
 def _note_problems(samples: TaskSamples, notes: Notes, where: str) -> None:
@@ -63,7 +104,7 @@ def _note_problems(samples: TaskSamples, notes: Notes, where: str) -> None:
 
 
 def _from_samples(
-    samples: TaskSamples, options: ReportOptions, notes: Notes, where: str
+    samples: TaskSamples, of_filter: FilterSamples, options: ReportOptions, notes: Notes, where: str
 ) -> TaskNumbers | None:
     try:
         if samples.kind == "histogram":
@@ -72,54 +113,195 @@ def _from_samples(
                     f"{where}: equal-mass binning is not available for token histogram records; "
                     "equal-width bins used"
                 )
-            return histogram_numbers(samples.histograms, n_bins=options.n_bins, seed=options.seed)
+            return histogram_numbers(of_filter.histograms, n_bins=options.n_bins, seed=options.seed)
         return top_label_numbers(
-            samples.records, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
+            of_filter.records, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
         )
     except ValueError as error:
         notes.add(f"{where}: cannot recompute the numbers from {samples.path} ({error})")
         return None
 
 
-def _origin(samples: TaskSamples) -> str:
-    usable = samples.n_documents
-    if usable == samples.n_lines:
-        return f"samples ({usable} documents)"
-    return f"samples ({usable} of {samples.n_lines} lines usable)"
+def _origin(of_filter: FilterSamples, several: bool) -> str:
+    usable = of_filter.n_documents
+    where = f"samples, filter {of_filter.key}" if several else "samples"
+    if usable == of_filter.n_lines:
+        return f"{where} ({usable} documents)"
+    return f"{where} ({usable} of {of_filter.n_lines} lines usable)"
+
+
+def _entry_name(task: str, filter_key: str, several: bool) -> str:
+    return f"{task}, filter {filter_key}" if several else task
+
+
+def _note_brier_kind(
+    records: list[dict[str, Any]], numbers: TaskNumbers, notes: Notes, where: str
+) -> None:
+    """Say why the Brier score is top-label when some records carry option probabilities."""
+    with_probs = sum("probs" in r for r in records)
+    if numbers.brier_kind != "top-label" or not with_probs:
+        return
+    why = (
+        f"only {with_probs} of {len(records)} records carry option probabilities ('probs')"
+        if with_probs < len(records)
+        else "the records' 'probs' do not all have the same number of options"
+    )
+    notes.add(f"{where}: Brier is top-label, not multiclass: {why}")
+
+
+def _note_alerts(entry: Entry, path: Path, notes: Notes, where: str) -> None:
+    """The problem line of each of the entry's markers, naming its files."""
+    if entry.incomplete:
+        expected, found = entry.expected_documents, entry.numbers.documents
+        notes.add(
+            f"{where}: {entry.incomplete} — {path} has {found} usable sample lines, "
+            f"{entry.run.files.results_file} counts {expected} (n-samples, effective); "
+            f"the numbers shown describe those {found} only"
+        )
+    if entry.not_measured:
+        notes.add(
+            f"{where}: NOT MEASURED: {entry.numbers.uninformative} in {path} — "
+            f"{NO_INFORMATION}; the calibration errors shown (in parentheses) measure nothing"
+        )
+
+
+def _samples_entry(
+    position: int,
+    run: Run,
+    label: str,
+    task: str,
+    samples: TaskSamples,
+    of_filter: FilterSamples,
+    several: bool,
+    options: ReportOptions,
+    notes: Notes,
+) -> Entry | None:
+    """The entry of one filter's usable records (None, noted, when they cannot be computed)."""
+    name = _entry_name(task, of_filter.key, several)
+    where = f"{name} ({label})"
+    numbers = _from_samples(samples, of_filter, options, notes, where)
+    if numbers is None:
+        return None
+    records = of_filter.records if samples.kind == "top-label" else None
+    if records is not None:
+        _note_brier_kind(records, numbers, notes, where)
+    entry = Entry(
+        position,
+        run,
+        label,
+        name,
+        numbers,
+        records,
+        _origin(of_filter, several),
+        run.n_samples.get(task),
+    )
+    _note_alerts(entry, samples.path, notes, where)
+    return entry
+
+
+def _results_entries(
+    position: int,
+    run: Run,
+    label: str,
+    task: str,
+    filters: list[str],
+    several: bool,
+    notes: Notes,
+    why: str = "",
+) -> list[Entry]:
+    """Entries of ``task``'s results-file numbers under those of ``filters`` it reports (named
+    by filter when ``several``), with a note saying so, led by ``why`` the samples do not serve
+    when it is given. A ``--predict_only`` run's results file has nothing to report (noted)."""
+    metrics = run.metrics.get(task, {})
+    where = f"{task} ({label})"
+    if is_predict_only_result(metrics):
+        notes.add(
+            f"{where}: a --predict_only run ({run.files.results_file} holds no numbers, only "
+            f"{PREDICT_ONLY_KEY!r}) without usable samples; nothing to report"
+        )
+        return []
+    reported = [f for f in filters if f in result_filters(metrics)]
+    if not reported:
+        return []
+    lead = f"{why}; numbers" if why else "numbers"
+    notes.add(f"{where}: {lead} from {run.files.results_file} only, no diagram or breakdown")
+    return [
+        Entry(
+            position,
+            run,
+            label,
+            _entry_name(task, key, several),
+            results_numbers(metrics, run.n_samples.get(task), key),
+            None,
+            "results file only",
+        )
+        for key in reported
+    ]
+
+
+def task_entries(
+    position: int, run: Run, label: str, task: str, options: ReportOptions, notes: Notes
+) -> list[Entry]:
+    """The entries of ``task`` in ``run``, one per filter (none, with a note, when there is
+    nothing to report). A filter whose samples do not serve gets the results file's numbers."""
+    where = f"{task} ({label})"
+    metrics = run.metrics.get(task, {})
+    samples_path = run.files.samples_files.get(task)
+    if samples_path is None:
+        if not is_calib_result(metrics) and not is_predict_only_result(metrics):
+            notes.add(f"{where}: not a calib task (no ECE in the results file); skipped")
+            return []
+        filters = result_filters(metrics)
+        why = "samples are missing (run without --log_samples?)"
+        return _results_entries(position, run, label, task, filters, len(filters) > 1, notes, why)
+    samples = read_samples(samples_path)
+    if samples.kind is None and not samples.problems and not is_calib_result(metrics):
+        notes.add(f"{where}: not a calib task (no calib records, no ECE); skipped")
+        return []
+    _note_problems(samples, notes, where)
+    if not samples.n_documents:
+        counted = run.n_samples.get(task)
+        counts = f" (the results file counts {counted} samples)" if counted else ""
+        notes.add(f"{where}: no usable calib record in {samples_path}{counts}")
+        filters = result_filters(metrics)
+        return _results_entries(position, run, label, task, filters, len(filters) > 1, notes)
+    _note_unchecked_count(run, task, samples_path, notes, where)
+    if is_predict_only_result(metrics):
+        notes.add(
+            f"{where}: a --predict_only run ({run.files.results_file} holds no calib numbers); "
+            f"numbers recomputed from {samples_path}"
+        )
+    several = len(samples.filters) > 1
+    entries = []
+    for of_filter in samples.filters.values():
+        entry = None
+        why = f"no usable calib record of filter {of_filter.key!r} in {samples_path}"
+        if of_filter.n_documents:
+            entry = _samples_entry(
+                position, run, label, task, samples, of_filter, several, options, notes
+            )
+            why = ""  # _samples_entry noted why it could not recompute the numbers
+        if entry is not None:
+            entries.append(entry)
+        else:
+            filters = [of_filter.key]
+            entries += _results_entries(position, run, label, task, filters, several, notes, why)
+    return entries
+
+
+def _note_unchecked_count(run: Run, task: str, path: Path, notes: Notes, where: str) -> None:
+    """Say so when a readable results file does not count the task's samples."""
+    if run.metrics and task not in run.n_samples:
+        notes.add(
+            f"{where}: {run.files.results_file} has no n-samples count for {task}; "
+            f"cannot check that {path} holds all of the run's samples"
+        )
 
 
 def task_entry(
     position: int, run: Run, label: str, task: str, options: ReportOptions, notes: Notes
 ) -> Entry | None:
-    """The entry of ``task`` in ``run`` (None, with a note, when there is nothing to report)."""
-    where = f"{task} ({label})"
-    metrics = run.metrics.get(task, {})
-    samples_path = run.files.samples_files.get(task)
-    numbers = None
-    samples = None
-    if samples_path is not None:
-        samples = read_samples(samples_path)
-        if samples.kind is None and not samples.problems and not is_calib_result(metrics):
-            notes.add(f"{where}: not a calib task (no calib records, no ECE); skipped")
-            return None
-        _note_problems(samples, notes, where)
-        if samples.n_documents:
-            numbers = _from_samples(samples, options, notes, where)
-        else:
-            notes.add(f"{where}: no usable calib record in {samples_path}")
-    if numbers is not None and samples is not None:
-        records = samples.records if samples.kind == "top-label" else None
-        return Entry(position, run, label, task, numbers, records, _origin(samples))
-    if not is_calib_result(metrics):
-        if samples_path is None:
-            notes.add(f"{where}: not a calib task (no ECE in the results file); skipped")
-        return None
-    if samples_path is None:
-        notes.add(
-            f"{where}: samples are missing (run without --log_samples?); numbers from "
-            f"{run.files.results_file} only, no diagram or breakdown"
-        )
-    else:
-        notes.add(f"{where}: numbers from {run.files.results_file} only, no diagram or breakdown")
-    numbers = results_numbers(metrics, run.n_samples.get(task))
-    return Entry(position, run, label, task, numbers, None, "results file only")
+    """The first of ``task_entries`` (the only one for a task of one filter, as the package's
+    tasks are), for callers that take one entry per task; None when there is none."""
+    entries = task_entries(position, run, label, task, options, notes)
+    return entries[0] if entries else None

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure, SubFigure
+from matplotlib.transforms import blended_transform_factory
 
 from calib_metrics import ReliabilityBins
 
@@ -41,6 +42,7 @@ GAP_COLOR = "#C44E52"
 ECE_COLOR = "#DD8452"
 DIAGONAL_COLOR = "#555555"
 TITLE_WIDTH = 60
+MARKER_OFFSET = 0.12  # comparison rows are 1 apart: a marker sits this far under its row
 
 
 @contextmanager
@@ -65,6 +67,10 @@ def _wrap(text: str) -> str:
     return "\n".join(textwrap.wrap(text, TITLE_WIDTH, break_on_hyphens=False)) or text
 
 
+def _wrap_lines(text: str) -> str:
+    return "\n".join(_wrap(line) for line in text.split("\n"))
+
+
 def write_reliability_diagram(
     stem: Path,
     bins: ReliabilityBins,
@@ -79,8 +85,9 @@ def write_reliability_diagram(
     over the bins underneath, on the same confidence axis (share per bin for bins of equal
     width, density otherwise).
 
-    ``title`` names the task and run, ``stats`` (n, accuracy, ECE with its interval) is the
-    subtitle and ``binning`` (e.g. "10 equal-width bins") goes into the x-axis label.
+    ``title`` names the task and run, ``stats`` (n, accuracy, ECE with its interval, the
+    entry's markers; one per line, long lines wrapped) is the subtitle and ``binning`` (e.g.
+    "10 equal-width bins") goes into the x-axis label.
     ``observed`` (lowest, highest confidence) narrows the outer bins to the observed range, for
     equal-mass bins whose outer edges are 0 and 1 by convention.
     """
@@ -117,7 +124,7 @@ def write_reliability_diagram(
             confidence, accuracy, "o", color="black", ms=3, label="bin: (mean confidence, accuracy)"
         )
         top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
-        top.set_title(stats)
+        top.set_title(_wrap_lines(stats))
         top.tick_params(labelbottom=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             spread = share if equal_widths else np.where(widths > 0, share / widths, 0.0)
@@ -135,12 +142,14 @@ def write_reliability_diagram(
 
 @dataclass(frozen=True)
 class ComparisonPoint:
-    """One task's numbers for one run (NaN where unknown)."""
+    """One task's numbers for one run (NaN where unknown); ``marker`` is written beside them
+    (e.g. "ECE not measured"), when not empty."""
 
     ece: float
     ece_low: float
     ece_high: float
     acc: float
+    marker: str = ""
 
 
 def write_comparison_figure(
@@ -200,5 +209,17 @@ def _comparison_row(
     known = np.concatenate([ece, high])
     known = known[np.isfinite(known)]
     ece_axis.set_xlim(0, known.max() * 1.1 if known.size and known.max() > 0 else None)
+    for y, value in zip(at, values, strict=True):
+        if value.marker:
+            ece_axis.text(  # under the row's point and interval, at the right
+                0.98,
+                y + MARKER_OFFSET,
+                value.marker,
+                transform=blended_transform_factory(ece_axis.transAxes, ece_axis.transData),
+                ha="right",
+                va="top",
+                color=GAP_COLOR,
+                fontsize=8,
+            )
     ece_axis.set_yticks(np.arange(len(run_labels)), list(run_labels))
     ece_axis.set_ylim(len(run_labels) - 0.5, -0.5)

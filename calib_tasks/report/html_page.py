@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 
 from calib_tasks.report.document import (
+    Alert,
     Block,
     Bullets,
     Code,
@@ -31,6 +32,7 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 details { margin: 0.5em 0; }
 summary { cursor: pointer; }
+strong.alert { color: #b00020; }
 """
 
 
@@ -42,6 +44,8 @@ def _inline(parts: Text) -> str:
         elif isinstance(part, Link):
             href = f"#{part.anchor}" if part.anchor else part.target
             out.append(f'<a href="{escape(href)}">{escape(part.text)}</a>')
+        elif isinstance(part, Alert):
+            out.append(f'<strong class="alert">{escape(part.text)}</strong>')
         else:
             out.append(escape(part))
     return "".join(out)

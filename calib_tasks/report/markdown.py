@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from calib_tasks.report.document import (
+    Alert,
     Block,
     Bullets,
     Code,
@@ -36,6 +37,8 @@ def inline(parts: Text) -> str:
         elif isinstance(part, Link):
             text = _escape(part.text, LINK_TEXT_SPECIALS)
             out.append(f"[{text}]({part.target.replace(' ', '%20')})")
+        elif isinstance(part, Alert):
+            out.append(f"**{_escape(part.text)}**")
         else:
             out.append(_escape(part))
     return "".join(out)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 
 import calib_metrics as cm
+from calib_tasks.records import PREDICT_ONLY_KEY
+from calib_tasks.report.samples import DEFAULT_FILTER
 
 NAN = float("nan")
 EQUAL_WIDTH = "equal_width"
@@ -24,7 +26,9 @@ class TaskNumbers:
     ``n`` counts predictions (questions, facts or tokens); ``documents`` counts sample lines.
     ``brier_kind`` is "multiclass" (all options scored), "top-label" or "" (as reported).
     ``observed`` is the lowest and highest confidence, for equal-mass bins (whose outer edges
-    are 0 and 1 by convention) to be drawn over the observed range only.
+    are 0 and 1 by convention) to be drawn over the observed range only. ``uninformative`` says
+    why the scores carry no information (``calib_metrics.uninformative_reason``: then the
+    calibration errors are no measurement); None when they do, or when unknown (results file).
     """
 
     source: str
@@ -42,6 +46,7 @@ class TaskNumbers:
     bins: cm.ReliabilityBins | None
     binning: str
     observed: tuple[float, float] | None = None
+    uninformative: str | None = None
 
 
 def binning_text(n_bins: int, strategy: str) -> str:
@@ -79,6 +84,7 @@ def top_label_numbers(
     bins = cm.reliability_bins(confidence, correct, n_bins=n_bins, strategy=strategy)
     interval = ece_interval(confidence, correct, n_bins=n_bins, strategy=strategy, seed=seed)
     probabilities = _probabilities(records)
+    option_probs = [r["probs"] for r in records] if all("probs" in r for r in records) else None
     if probabilities is not None:
         brier, brier_kind = cm.brier_multiclass(*probabilities), "multiclass"
     else:
@@ -101,6 +107,7 @@ def top_label_numbers(
         observed=(float(confidence.min()), float(confidence.max()))
         if strategy == EQUAL_MASS
         else None,
+        uninformative=cm.uninformative_reason(confidence, option_probs=option_probs),
     )
 
 
@@ -127,37 +134,61 @@ def histogram_numbers(
         auroc=NAN,
         bins=cm.reliability_bins_from_histogram(merged, n_bins=n_bins),
         binning=binning_text(n_bins, EQUAL_WIDTH),
+        uninformative=cm.histogram_uninformative_reason(merged),
     )
 
 
-def _metric(metrics: Mapping[str, Any], name: str) -> float:
-    value = metrics.get(f"{name},none")
+def _metric(metrics: Mapping[str, Any], name: str, filter_key: str) -> float:
+    value = metrics.get(f"{name},{filter_key}")
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return NAN
 
 
-def results_numbers(metrics: Mapping[str, Any], documents: int | None) -> TaskNumbers:
-    """The task's numbers as its results file reports them (the task's own defaults: 10
-    equal-width bins, seed 0); ``documents`` from the file's ``n-samples``."""
+def results_numbers(
+    metrics: Mapping[str, Any], documents: int | None, filter_key: str = DEFAULT_FILTER
+) -> TaskNumbers:
+    """The task's numbers under ``filter_key`` as its results file reports them (the task's own
+    defaults: 10 equal-width bins, seed 0); ``documents`` from the file's ``n-samples``."""
+
+    def metric(name: str) -> float:
+        return _metric(metrics, name, filter_key)
+
     return TaskNumbers(
         source="results",
         n=None,
         documents=documents,
-        acc=_metric(metrics, "acc"),
-        mean_confidence=_metric(metrics, "mean_confidence"),
-        ece=_metric(metrics, "ece"),
-        ece_low=_metric(metrics, "ece_ci_low"),
-        ece_high=_metric(metrics, "ece_ci_high"),
-        mce=_metric(metrics, "mce"),
-        brier=_metric(metrics, "brier"),
+        acc=metric("acc"),
+        mean_confidence=metric("mean_confidence"),
+        ece=metric("ece"),
+        ece_low=metric("ece_ci_low"),
+        ece_high=metric("ece_ci_high"),
+        mce=metric("mce"),
+        brier=metric("brier"),
         brier_kind="",
-        auroc=_metric(metrics, "auroc"),
+        auroc=metric("auroc"),
         bins=None,
         binning=binning_text(10, EQUAL_WIDTH),
     )
 
 
+def _filters_of(metrics: Mapping[str, Any], name: str) -> list[str]:
+    prefix = f"{name},"
+    return [key[len(prefix) :] for key in metrics if key.startswith(prefix)]
+
+
+def result_filters(metrics: Mapping[str, Any]) -> list[str]:
+    """The filters under which a task's results entry reports an ECE, in the file's order
+    (empty for a task that is not a calib task, or ran with ``--predict_only``)."""
+    return _filters_of(metrics, "ece")
+
+
 def is_calib_result(metrics: Mapping[str, Any]) -> bool:
     """Whether a task's results entry looks like a calib task's (it reports an ECE)."""
-    return "ece,none" in metrics
+    return bool(result_filters(metrics))
+
+
+def is_predict_only_result(metrics: Mapping[str, Any]) -> bool:
+    """Whether a task's results entry is that of a ``--predict_only`` run: ``bypass`` (999)
+    under some filter and no ECE; such a file holds no numbers, only its samples do."""
+    return bool(_filters_of(metrics, PREDICT_ONLY_KEY)) and not is_calib_result(metrics)

@@ -2,7 +2,11 @@
 
 Per task a table of runs (n, accuracy, ECE with its interval, MCE, Brier, AUROC, where the
 numbers come from, links to the diagram and breakdown), then the reliability diagrams; before
-that the runs, the notes and the comparison across runs.
+that the runs, the warnings, the notes and the comparison across runs.
+
+An entry's markers (``Entry.alerts``) are shown wherever its numbers are: in the warnings at the
+top, above its task's table, in its row (the n of INCOMPLETE numbers carries the marker; the ECE
+and MCE of NOT MEASURED ones are in parentheses after the marker) and in its breakdowns.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 
 from calib_tasks.report.breakdown import BreakdownRow
 from calib_tasks.report.document import (
+    Alert,
     Block,
     Bullets,
     Code,
@@ -30,6 +35,7 @@ from calib_tasks.report.numbers import binning_text
 from calib_tasks.report.runs import Run
 
 TITLE = "Calibration report"
+NOT_MEASURED = "NOT MEASURED"
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,46 @@ def ece_with_interval(ece: float, low: float, high: float) -> str:
     if math.isfinite(low) and math.isfinite(high):
         return f"{fmt(ece)} [{fmt(low)}, {fmt(high)}]"
     return fmt(ece)
+
+
+def ece_text(entry: Entry) -> str:
+    """The entry's ECE with its interval as plain text; after ``NOT MEASURED`` and in
+    parentheses when its scores carry no information."""
+    n = entry.numbers
+    text = ece_with_interval(n.ece, n.ece_low, n.ece_high)
+    return f"{NOT_MEASURED} ({text})" if entry.not_measured else text
+
+
+def _ece_cell(entry: Entry) -> Text:
+    n = entry.numbers
+    text = ece_with_interval(n.ece, n.ece_low, n.ece_high)
+    return [Alert(NOT_MEASURED), f" ({text})"] if entry.not_measured else [text]
+
+
+def _n_cell(entry: Entry) -> Text:
+    n = entry.numbers
+    count = fmt(n.n if n.n is not None else n.documents)
+    return [count, " ", Alert(entry.incomplete)] if entry.incomplete else [count]
+
+
+def _alert_items(entry: Entry, name: str) -> list[Text]:
+    """One warning per marker of ``entry``, ``name`` saying whose numbers they are."""
+    items: list[Text] = []
+    if entry.incomplete:
+        items.append(
+            [
+                Alert(f"{name}: {entry.incomplete}"),
+                " — its numbers describe only the samples found (see the notes)",
+            ]
+        )
+    if entry.not_measured:
+        items.append(
+            [
+                Alert(f"{name}: {entry.not_measured}"),
+                " — its ECE and MCE (in parentheses) are no measurement of calibration",
+            ]
+        )
+    return items
 
 
 def _runs_table(runs: Sequence[Run], labels: Sequence[str]) -> Table:
@@ -101,13 +147,14 @@ def _task_table(entries: Sequence[Entry], files: dict[tuple[int, str], EntryFile
             if links.breakdown
             else ["none"]
         )
+        mce = fmt(n.mce)
         rows.append(
             [
                 [entry.label],
-                [fmt(n.n if n.n is not None else n.documents)],
+                _n_cell(entry),
                 [fmt(n.acc)],
-                [ece_with_interval(n.ece, n.ece_low, n.ece_high)],
-                [fmt(n.mce)],
+                _ece_cell(entry),
+                [f"({mce})" if entry.not_measured else mce],
                 [fmt(n.brier)],
                 [fmt(n.auroc)],
                 [entry.origin],
@@ -149,6 +196,10 @@ def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
     if any(e.numbers.documents != e.numbers.n and e.numbers.n is not None for e in entries):
         parts.append("n counts token predictions; intervals resample whole documents. ")
     return Paragraph(["".join(parts).strip()])
+
+
+def _alert_paragraphs(entry: Entry) -> list[Block]:
+    return [Paragraph([Alert(alert)]) for alert in entry.alerts]
 
 
 def _breakdown_blocks(files: EntryFiles) -> list[Block]:
@@ -199,6 +250,9 @@ def summary_blocks(
             Paragraph([f"In report order (by {order_by})."]),
             _runs_table(runs, labels),
         ]
+    warnings = [item for e in entries for item in _alert_items(e, f"{e.task}, {e.label}")]
+    if warnings:
+        blocks += [Heading("Warnings", 2, "warnings"), Bullets(warnings)]
     if notes:
         blocks += [Heading("Notes", 2, "notes"), Bullets([[note] for note in notes])]
     if comparison:
@@ -210,8 +264,11 @@ def summary_blocks(
         blocks.append(Paragraph(["Nothing could be reported: see the notes above."]))
     for task in sorted({e.task for e in entries}):
         task_entries = [e for e in entries if e.task == task]
+        blocks.append(Heading(f"Task {task}", 2, slug(f"task-{task}")))
+        alerts = [item for e in task_entries for item in _alert_items(e, e.label)]
+        if alerts:
+            blocks.append(Bullets(alerts))
         blocks += [
-            Heading(f"Task {task}", 2, slug(f"task-{task}")),
             _task_table(task_entries, files),
             _task_notes(task_entries, options),
         ]
@@ -233,7 +290,7 @@ def summary_blocks(
                     Collapsed(
                         f"Breakdown of {task}, {entry.label}",
                         slug(f"bd-{entry_files.breakdown}"),
-                        _breakdown_blocks(entry_files),
+                        _alert_paragraphs(entry) + _breakdown_blocks(entry_files),
                     )
                 )
     return blocks
@@ -249,6 +306,7 @@ def breakdown_document(entry: Entry, files: EntryFiles) -> list[Block]:
                 "alone (small groups give noisy ECE)."
             ]
         ),
+        *_alert_paragraphs(entry),
     ]
     for field, rows in files.breakdown_tables.items():
         blocks += [Heading(f"Per {field}", 2, field), breakdown_table(field, rows)]
