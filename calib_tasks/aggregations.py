@@ -1,87 +1,58 @@
-"""Calibration aggregations registered in lm-eval's aggregation registry.
+"""The calibration aggregations of ``calib_tasks.metric_table``, registered in lm-eval's registry.
 
-A task YAML names them in ``metric_list`` (``aggregation: ece``). Each receives the list of the
-task's per-sample records (``calib_tasks.records``) and returns a plain float, computed on the
-pooled samples with the defaults of ``calib_metrics`` (10 equal-width bins, 1,000 bootstrap
-resamples, seed 0).
+Each row of the table is registered as ``calib_<key>`` (``aggregation: calib_ece``); the
+aggregation receives the list of the task's per-sample records (``calib_tasks.records``) and
+returns a plain float computed on the pooled samples with the defaults of ``calib_metrics``.
 
-The harness bootstraps a stderr only for its own hard-coded aggregations, so the 95% bootstrap
-interval of ECE is reported as two more metrics, ``ece_ci_low`` and ``ece_ci_high``. Token-level
-tasks resample whole documents, not tokens.
+How the harness calls them, which the pooling relies on (``lm_eval/evaluator_utils.py``, 0.4.13):
+every metric key of a task is aggregated on its own list of that task's values, one task after
+another, and a calib task puts the same record objects under every key (``share_record``). So
+a task's records are pooled once (``pooled``), the pool is kept until records of another task
+arrive, and the ECE bootstrap serves both interval ends. Token tasks resample whole documents.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_aggregation)
-from lm_eval.api.registry import register_aggregation
+from lm_eval.api.registry import AGGREGATION_REGISTRY, register_aggregation
 
 import calib_metrics as cm
+from calib_tasks.metric_table import METRICS, CalibMetric
 from calib_tasks.records import (
+    HISTOGRAM,
+    MULTICLASS,
+    TOP_LABEL,
     PooledTopLabel,
-    is_histogram_list,
     pool_histograms,
     pool_top_label,
+    records_kind,
     unwrap_records,
 )
 
 Records = Sequence[dict[str, Any]]
-TopLabelFn = Callable[[PooledTopLabel], float]
-
-
-def _multiclass(fn: Callable[[Any, Any], float], name: str) -> TopLabelFn:
-    def compute(pooled: PooledTopLabel) -> float:
-        if pooled.probs is None or pooled.labels is None:
-            raise ValueError(f"{name} needs records with 'probs' and 'label'")
-        return fn(pooled.probs, pooled.labels)
-
-    return compute
-
-
-# name -> (from pooled top-label arrays, key of histogram_metrics or None if not exact there)
-_METRICS: dict[str, tuple[TopLabelFn, str | None]] = {
-    "pooled_acc": (lambda p: float(p.correct.mean()), "acc"),
-    "mean_confidence": (lambda p: float(p.confidence.mean()), "mean_confidence"),
-    "ece": (lambda p: cm.ece(p.confidence, p.correct), "ece"),
-    "mce": (lambda p: cm.mce(p.confidence, p.correct), "mce"),
-    "rms_ce": (
-        lambda p: cm.rms_calibration_error(p.confidence, p.correct),
-        "rms_calibration_error",
-    ),
-    "ece_one_bin": (lambda p: cm.ece_one_bin(p.confidence, p.correct), "ece_one_bin"),
-    "brier_top_label": (lambda p: cm.brier_top_label(p.confidence, p.correct), "brier_top_label"),
-    "debiased_l2_ce": (lambda p: cm.debiased_l2_calibration_error(p.confidence, p.correct), None),
-    "smooth_ece": (lambda p: cm.smooth_ece(p.confidence, p.correct), None),
-    "auroc": (lambda p: cm.auroc(p.confidence, p.correct), None),
-    "aurc": (lambda p: cm.aurc(p.confidence, p.correct), None),
-    "brier_multiclass": (_multiclass(cm.brier_multiclass, "brier_multiclass"), None),
-    "nll": (_multiclass(cm.nll, "nll"), None),
+Aggregation = Callable[..., float]
+_KIND_TEXT = {
+    TOP_LABEL: "top-label records",
+    MULTICLASS: "multiclass records",
+    HISTOGRAM: "token histograms",
 }
 
-
-def _finite(name: str, value: float) -> float:
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"aggregation {name} produced {value}; refusing to report it")
-    return value
+eval_logger = logging.getLogger(__name__)
 
 
 class PooledRecords:
-    """A task's records pooled once for all of its aggregations.
+    """A task's records pooled once for all of its aggregations (see the module docstring)."""
 
-    The harness calls each aggregation of a task on its own list of values, but every calib
-    metric key holds the same record objects (``calib_tasks.records.metric_values``), so the
-    arrays, the merged histogram and the ECE bootstrap interval are computed on first use and
-    shared by the task's other aggregations.
-    """
-
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: Records, task: str = "") -> None:
         self.records = unwrap_records(records)
-        self.is_histogram = is_histogram_list(self.records)
+        self.kind = records_kind(self.records)
+        self.task = task
 
     def holds(self, records: list[Any]) -> bool:
         """Whether ``records`` (unwrapped) are exactly this pool's record objects, in order."""
@@ -91,7 +62,7 @@ class PooledRecords:
 
     @functools.cached_property
     def top_label(self) -> PooledTopLabel:
-        """The top-label arrays (see ``pool_top_label``)."""
+        """The top-label (and multiclass) arrays (see ``pool_top_label``)."""
         return pool_top_label(self.records)
 
     @functools.cached_property
@@ -108,52 +79,93 @@ class PooledRecords:
     def ece_interval(self) -> cm.ConfidenceInterval:
         """95% bootstrap interval of the pooled ECE: documents resampled for token histograms,
         items otherwise (seeded, so the same records give the same interval)."""
-        if self.is_histogram:
+        if self.kind == HISTOGRAM:
             return cm.histogram_bootstrap_ci(self.histograms)["ece"]
         return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
+
+    @functools.cached_property
+    def uninformative_reason(self) -> str | None:
+        """Why the pooled scores carry no information (``calib_metrics.uninformative_reason``:
+        all confidences equal, or every document's options tied), or None; logged as a warning
+        naming the task, once."""
+        if self.kind == HISTOGRAM:
+            merged = cm.ConfidenceHistogram.merge(self.histograms)
+            reason = cm.histogram_uninformative_reason(merged)
+        else:
+            pooled = self.top_label
+            reason = cm.uninformative_reason(pooled.confidence, option_probs=pooled.probs)
+        if reason is not None:
+            eval_logger.warning(
+                "%s: THE SCORES CARRY NO INFORMATION (%s): the backend returned no usable "
+                "log-probabilities, so the task's ECE and other calibration numbers are not "
+                "measurements; its results mark it with uninformative_scores = 1.",
+                self.task or "a calib task",
+                reason,
+            )
+        return reason
 
 
 _last_pool: PooledRecords | None = None  # the harness aggregates one task at a time
 
 
-def pooled(records: Records) -> PooledRecords:
+def pooled(records: Records, task: str = "") -> PooledRecords:
     """The pool of ``records``: the previous call's when it holds the same record objects."""
     global _last_pool
     if _last_pool is None or not _last_pool.holds(unwrap_records(records)):
-        _last_pool = PooledRecords(records)
+        _last_pool = PooledRecords(records, task)
     return _last_pool
 
 
-def _make_metric(name: str, top_label: TopLabelFn, histogram_key: str | None):
-    def aggregate(records: Records) -> float:
-        pool = pooled(records)
-        if pool.is_histogram:
-            if histogram_key is None:
-                raise ValueError(
-                    f"{name} is not computable from token histograms; "
-                    "use it on a task with per-prediction records"
-                )
-            return _finite(name, pool.histogram_metrics[histogram_key])
-        return _finite(name, top_label(pool.top_label))
+def aggregation_of(metric: CalibMetric) -> Aggregation:
+    """The harness aggregation of one table row: ``f(records, task="") -> float``; a kind the
+    row does not apply to, and a NaN or infinite value, are errors."""
 
-    aggregate.__name__ = f"calib_{name}"
-    aggregate.__doc__ = f"Pooled {name} of a task's calib records (see calib_metrics)."
+    def aggregate(records: Records, task: str = "") -> float:
+        pool = pooled(records, task)
+        compute = metric.compute.get(pool.kind)
+        if compute is None:
+            raise ValueError(
+                f"{metric.key} is not computable from {_KIND_TEXT[pool.kind]}; it applies to "
+                f"{', '.join(_KIND_TEXT[kind] for kind in metric.compute)}"
+            )
+        value = float(compute(pool))
+        if not math.isfinite(value):
+            raise ValueError(f"aggregation {metric.aggregation} produced {value}; refusing it")
+        return value
+
+    aggregate.__name__ = metric.aggregation
+    aggregate.__doc__ = f"Pooled {metric.key} of a task's calib records: {metric.description}."
     return aggregate
 
 
-def _ece_ci_low(records: Records) -> float:
-    return _finite("ece_ci_low", pooled(records).ece_interval.low)
+def register(metric: CalibMetric) -> Aggregation:
+    """Register ``metric``'s aggregation under ``metric.aggregation`` (once per process: a
+    second import of this module, e.g. by the harness's ``!function`` file loader, finds it)."""
+    existing = AGGREGATION_REGISTRY.get(metric.aggregation, None)
+    if getattr(existing, "calib_metric", None) == metric.key:
+        return existing
+    aggregate = aggregation_of(metric)
+    aggregate.calib_metric = metric.key  # type: ignore[attr-defined]
+    return register_aggregation(metric.aggregation)(aggregate)
 
 
-def _ece_ci_high(records: Records) -> float:
-    return _finite("ece_ci_high", pooled(records).ece_interval.high)
+def is_calib_aggregation(fn: object) -> bool:
+    """Whether ``fn`` is one of this package's registered aggregations."""
+    return getattr(fn, "calib_metric", None) is not None
 
 
-AGGREGATIONS: dict[str, Callable[[Records], float]] = {
-    **{name: _make_metric(name, *spec) for name, spec in _METRICS.items()},
-    "ece_ci_low": _ece_ci_low,
-    "ece_ci_high": _ece_ci_high,
-}
+def for_task(task: str, aggregate: Aggregation) -> Callable[[Records], float]:
+    """``aggregate`` (a calib aggregation) on the records of the task named ``task``: its
+    warnings and errors name the task."""
 
-for _name, _fn in AGGREGATIONS.items():
-    register_aggregation(_name)(_fn)
+    @functools.wraps(aggregate)
+    def named(records: Records) -> float:
+        try:
+            return aggregate(records, task=task)
+        except ValueError as error:
+            raise ValueError(f"task {task!r}: {error}") from error
+
+    return named
+
+
+AGGREGATIONS: dict[str, Aggregation] = {metric.key: register(metric) for metric in METRICS}

@@ -10,6 +10,7 @@ top-label Brier are exact from it, and intervals resample whole documents.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,14 +19,16 @@ import numpy as np
 from lm_eval.api.instance import Instance
 
 from calib_metrics import ConfidenceHistogram
-from calib_tasks.records import histogram_record, metric_values
-from calib_tasks.task_base import CalibTask
-from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
+from calib_tasks import metric_table
+from calib_tasks.records import HISTOGRAM, histogram_record
+from calib_tasks.task_base import TokenStatsTask
+from calib_tasks.token_stats import TokenStats
+
+eval_logger = logging.getLogger(__name__)
 
 # 100 cells: exact equal-width ECE for 10, 20, 25, 50 or 100 bins; a few hundred numbers per
 # document at most in the samples file (the record is written once per metric key).
 HISTOGRAM_RESOLUTION = 100
-CALIB_KEYS = ("acc", "ece", "ece_ci_low", "ece_ci_high", "mce", "brier")
 
 
 def token_confidence(stats: TokenStats) -> tuple[np.ndarray, np.ndarray]:
@@ -34,10 +37,16 @@ def token_confidence(stats: TokenStats) -> tuple[np.ndarray, np.ndarray]:
     return confidence, stats.top1_is_true
 
 
-class CalibCLMTask(CalibTask):
-    """Scores every token of each document with the ``token_stats`` request."""
+class CalibCLMTask(TokenStatsTask):
+    """Scores every token of each document with the ``token_stats`` request.
 
+    Running text has no chat turn: under ``--apply_chat_template`` the documents are scored as
+    they are (like the harness's ``loglikelihood_rolling`` tasks), and the task says so once.
+    """
+
+    record_kind = HISTOGRAM
     text_field = "page"
+    _warned_chat_template = False
 
     def check_doc(self, doc: Mapping[str, Any]) -> str | None:
         text = doc.get(self.text_field)
@@ -46,17 +55,17 @@ class CalibCLMTask(CalibTask):
         return None
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
-        kwargs.pop("apply_chat_template", None)
-        kwargs.pop("chat_template", None)
-        return Instance(
-            request_type=REQUEST_TYPE,
-            doc=doc,
-            arguments=("", self.doc_to_target(doc)),
-            idx=0,
-            **kwargs,
-        )
+        if kwargs.get("apply_chat_template") and not self._warned_chat_template:
+            self._warned_chat_template = True
+            eval_logger.warning(
+                "%s: --apply_chat_template has no effect on this task: running text has no chat "
+                "turn, so every document is scored without a template.",
+                self.config.task,
+            )
+        return self.token_stats_request(doc, "", self.doc_to_target(doc), **kwargs)
 
-    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+    def score(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        """The document's histogram record and its bits-per-byte terms."""
         (stats,) = results
         return document_results(stats, len(self.doc_to_target(doc).encode("utf-8")))
 
@@ -70,7 +79,7 @@ def document_results(stats: TokenStats, n_bytes: int) -> dict[str, Any]:
     )
     record = histogram_record(histogram, n_tokens=int(stats.n), n_bytes=n_bytes)
     return {
-        **metric_values(record, CALIB_KEYS),
+        **metric_table.metric_values(record, HISTOGRAM),
         "bits_per_byte": (float(stats.true_logprob.sum(dtype=np.float64)), n_bytes),
     }
 

@@ -13,15 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
-import numpy as np
 from lm_eval.api.instance import Instance
 
 from calib_tasks.lama import LAMA_URL, read_trex
-from calib_tasks.records import metric_values, top_label_record
-from calib_tasks.task_base import CalibTask
-from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
-
-CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "auroc")
+from calib_tasks.records import TOP_LABEL, top_label_record
+from calib_tasks.task_base import TokenStatsTask, probability
+from calib_tasks.token_stats import TokenStats
 
 
 def check_fact(doc: Mapping[str, Any]) -> str | None:
@@ -42,33 +39,29 @@ def prompt(doc: Mapping[str, Any]) -> str:
     return doc["template"].split("[Y]")[0].replace("[X]", doc["sub_label"]).rstrip()
 
 
-class CalibFactsTask(CalibTask):
+class CalibFactsTask(TokenStatsTask):
     """One ``token_stats`` request per fact, scored at the first object token."""
 
+    record_kind = TOP_LABEL
     check_doc = staticmethod(check_fact)
     fewshot_group_field = "relation"
 
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> Instance:
-        kwargs.pop("apply_chat_template", None)
-        kwargs.pop("chat_template", None)
-        continuation = self.config.target_delimiter + doc["obj_label"]
-        return Instance(
-            request_type=REQUEST_TYPE, doc=doc, arguments=(ctx, continuation), idx=0, **kwargs
-        )
+        delimiter = self.answer_delimiter(kwargs.get("apply_chat_template", False))
+        return self.token_stats_request(doc, ctx, delimiter + doc["obj_label"], **kwargs)
 
-    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+    def score(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        """The top-1 probability and correctness at the first object token."""
         (stats,) = results
-        confidence = min(float(np.exp(np.float64(stats.top1_logprob[0]))), 1.0)
-        correct = bool(stats.top1_is_true[0])
         record = top_label_record(
-            confidence,
-            correct,
+            probability(stats.top1_logprob[0]),
+            bool(stats.top1_is_true[0]),
             relation=doc["relation"],
             sub_label=doc["sub_label"],
             obj_label=doc["obj_label"],
-            object_token_prob=float(np.exp(np.float64(stats.true_logprob[0]))),
+            object_token_prob=probability(stats.true_logprob[0]),
         )
-        return {"acc": int(correct), **metric_values(record, CALIB_KEYS)}
+        return {"acc": record["correct"], **self.calib_values(record)}
 
 
 def load_trex(source: str = LAMA_URL, lama_path: str | None = None, **_: Any):

@@ -16,13 +16,12 @@ import datasets
 import numpy as np
 from lm_eval.api.instance import Instance
 
-from calib_tasks.records import metric_values, top_label_record
-from calib_tasks.task_base import CalibTask
-from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
+from calib_tasks import metric_table
+from calib_tasks.records import MULTICLASS, TOP_LABEL, top_label_record
+from calib_tasks.task_base import CalibTask, TokenStatsTask, probability
+from calib_tasks.token_stats import TokenStats
 
 LETTERS = ("A", "B", "C", "D")
-CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "nll", "auroc")
-VOCAB_CALIB_KEYS = ("ece", "ece_ci_low", "ece_ci_high", "mce", "brier", "auroc")
 
 SUBJECT_CATEGORY: dict[str, str] = {
     "abstract_algebra": "stem",
@@ -122,51 +121,55 @@ def process_results(doc: Mapping[str, Any], results: Sequence[tuple[float, bool]
         subject=doc["subject"],
         category=SUBJECT_CATEGORY[doc["subject"]],
     )
-    return {"acc": int(pred == gold), **metric_values(record, CALIB_KEYS)}
+    return {"acc": int(pred == gold), **metric_table.metric_values(record, MULTICLASS)}
 
 
 class CalibMMLUTask(CalibTask):
     """MMLU pooled over subjects, with per-subject first-k few-shot examples."""
 
+    record_kind = MULTICLASS
     check_doc = staticmethod(check_doc)
     fewshot_group_field = "subject"
 
+    def score(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
+        """``process_results`` of the module: one record per question."""
+        return process_results(doc, results)
 
-class CalibMMLUVocabTask(CalibMMLUTask):
+
+class CalibMMLUVocabTask(TokenStatsTask, CalibMMLUTask):
     """calib_mmlu_vocab: the same prompts, confidence over the whole vocabulary.
 
-    One ``token_stats`` request per option letter (" A".." D") gives, at the answer position, the
-    top-1 next-token probability (confidence), whether the top-1 token is the gold letter
-    (correct), and each letter's own probability; their sum is the mass the model puts on the
-    answer format at all.
+    One ``token_stats`` request per option letter (" A".." D"; "A".."D" under a chat template, as
+    the harness's multiple_choice requests) gives, at the answer position, the top-1 next-token
+    probability (confidence), whether the top-1 token is the gold letter (correct), and each
+    letter's own probability; their sum is the mass the model puts on the answer format at all.
     """
 
+    record_kind = TOP_LABEL
+
     def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
-        kwargs.pop("apply_chat_template", None)
-        kwargs.pop("chat_template", None)
-        delimiter = self.config.target_delimiter
+        delimiter = self.answer_delimiter(kwargs.get("apply_chat_template", False))
         return [
-            Instance(REQUEST_TYPE, doc, (ctx, delimiter + letter), i, **kwargs)
+            self.token_stats_request(doc, ctx, delimiter + letter, i, **kwargs)
             for i, letter in enumerate(LETTERS)
         ]
 
-    def process_results(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+    def score(self, doc: dict, results: list[TokenStats]) -> dict[str, Any]:
+        """The top-1 probability and correctness at the gold letter's answer position."""
         gold = int(doc["answer"])
-        confidence = min(float(np.exp(np.float64(results[gold].top1_logprob[0]))), 1.0)
-        correct = bool(results[gold].top1_is_true[0])
-        letter_probs = [float(np.exp(np.float64(r.true_logprob[0]))) for r in results]
+        letter_probs = [probability(r.true_logprob[0]) for r in results]
         record = top_label_record(
-            confidence,
-            correct,
+            probability(results[gold].top1_logprob[0]),
+            bool(results[gold].top1_is_true[0]),
             letter_probs=letter_probs,
             label=gold,
             subject=doc["subject"],
             category=SUBJECT_CATEGORY[doc["subject"]],
         )
         return {
-            "acc": int(correct),
+            "acc": record["correct"],
             "option_mass": sum(letter_probs),
-            **metric_values(record, VOCAB_CALIB_KEYS),
+            **self.calib_values(record),
         }
 
 

@@ -1,12 +1,12 @@
 """The per-sample record that every calib task's ``process_results`` emits, and its pooling.
 
-A task returns the same record under every calibration key (``metric_values``); each key's
+A task returns the same record under every calibration key (``share_record``); each key's
 aggregation reduces the list of records of the whole task, so every metric is computed on the
 pooled samples (never as an average of per-subject or per-document values). Records are plain
 JSON-friendly dicts. ``--log_samples`` writes each metric key's value on the sample's line, so the
-record itself goes under ``RECORD_KEY`` ("ece") only and the other keys hold a ``SharedRecord``
-that the harness writes as a short string: a line carries one copy of the record, from which
-``calib-report`` recomputes everything.
+record itself goes under ``RECORD_KEY`` ("ece") only and the other keys hold a ``SharedRecord``,
+a short string: a line carries one copy of the record, from which ``calib-report`` recomputes
+everything.
 
 Two kinds:
 
@@ -21,28 +21,41 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from calib_metrics import ConfidenceHistogram
 
 RECORD_KEY = "ece"
+#: Where a record goes instead under ``--predict_only``, which renames every metric ``bypass``
+#: (``Task.override_metric``) and aggregates it to a placeholder.
+PREDICT_ONLY_KEY = "bypass"
+
+#: The kinds of record: one prediction; one prediction with every option's probability and the
+#: gold index (``probs``, ``label``); the token predictions of one document.
+RecordKind = Literal["top_label", "multiclass", "histogram"]
+TOP_LABEL: RecordKind = "top_label"
+MULTICLASS: RecordKind = "multiclass"
+HISTOGRAM: RecordKind = "histogram"
 
 
-class SharedRecord:
-    """A reference to the record under ``RECORD_KEY``; the samples file shows only its repr."""
+class SharedRecord(str):
+    """A reference to the record under ``RECORD_KEY``: to every logger (the samples file, W&B, the
+    hub) a plain string, ``"<calib record: see 'ece'>"``; to the aggregations, ``.record``."""
 
-    __slots__ = ("record",)
+    record: dict[str, Any]
 
-    def __init__(self, record: dict[str, Any]) -> None:
-        self.record = record
+    def __new__(cls, record: dict[str, Any]) -> SharedRecord:
+        reference = super().__new__(cls, f"<calib record: see {RECORD_KEY!r}>")
+        reference.record = record
+        return reference
 
-    def __repr__(self) -> str:
-        return f"<calib record: see {RECORD_KEY!r}>"
+    def __getnewargs__(self) -> tuple[dict[str, Any]]:  # type: ignore[override]
+        return (self.record,)  # pickled (data-parallel gathering) with the record it refers to
 
 
-def metric_values(record: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+def share_record(record: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
     """``record`` under ``RECORD_KEY`` (which must be among ``keys``), a reference elsewhere."""
     if RECORD_KEY not in keys:
         raise ValueError(f"the calibration keys {list(keys)} must include {RECORD_KEY!r}")
@@ -66,9 +79,22 @@ def histogram_record(histogram: ConfidenceHistogram, **extras: Any) -> dict[str,
     return {"histogram": histogram.to_dict(), **extras}
 
 
+def record_kind(record: Any) -> RecordKind:
+    """The kind of one record (``ValueError`` for a value that is no calib record)."""
+    if isinstance(record, dict):
+        if "histogram" in record:
+            return HISTOGRAM
+        if "confidence" in record:
+            return MULTICLASS if "probs" in record else TOP_LABEL
+    raise ValueError(
+        f"{str(record)[:80]} is not a calib record; a calib aggregation needs the records of "
+        "calib_tasks.records"
+    )
+
+
 @dataclass(frozen=True)
 class PooledTopLabel:
-    """The pooled top-label samples of a task; ``probs``/``labels`` when every record has them."""
+    """The pooled top-label samples of a task; ``probs``/``labels`` for multiclass records."""
 
     confidence: np.ndarray
     correct: np.ndarray
@@ -77,12 +103,13 @@ class PooledTopLabel:
 
 
 def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
-    """Stack top-label records into arrays (probabilities only if all records carry them)."""
+    """Stack top-label or multiclass records (the kind of the first; every record must be of it)
+    into arrays."""
     records = unwrap_records(records)
-    _require_kind(records, "confidence")
+    kind = _require_kind(records, (TOP_LABEL, MULTICLASS))
     confidence = np.fromiter((r["confidence"] for r in records), float, len(records))
     correct = np.fromiter((r["correct"] for r in records), float, len(records))
-    if all("probs" in r and "label" in r for r in records):
+    if kind == MULTICLASS:
         probs = np.asarray([r["probs"] for r in records], dtype=float)
         labels = np.fromiter((r["label"] for r in records), int, len(records))
         return PooledTopLabel(confidence, correct, probs, labels)
@@ -92,23 +119,32 @@ def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
 def pool_histograms(records: Sequence[Any]) -> list[ConfidenceHistogram]:
     """One histogram per histogram record (a document), in order."""
     records = unwrap_records(records)
-    _require_kind(records, "histogram")
+    _require_kind(records, (HISTOGRAM,))
     return [ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
 
 
-def is_histogram_list(records: Sequence[Any]) -> bool:
-    """Whether the records are histogram records (checked on the first; pooling checks all)."""
+def records_kind(records: Sequence[Any]) -> RecordKind:
+    """The kind of a task's records (that of the first; pooling checks the others)."""
     if not records:
         raise ValueError("no samples to aggregate: the task produced no records")
-    return "histogram" in unwrap_records(records[:1])[0]
+    return record_kind(unwrap_records(records[:1])[0])
 
 
-def _require_kind(records: Sequence[dict[str, Any]], key: str) -> None:
-    if not records:
-        raise ValueError("no samples to aggregate: the task produced no records")
+def _require_kind(records: Sequence[Any], kinds: tuple[RecordKind, ...]) -> RecordKind:
+    """The kind of the first record, which must be among ``kinds`` and shared by every record."""
+    kind = records_kind(records)
     for i, record in enumerate(records):
-        if not isinstance(record, dict) or key not in record:
+        try:
+            found = record_kind(record)
+        except ValueError:
+            key = "histogram" if kind == HISTOGRAM else "confidence"
             raise ValueError(
                 f"sample {i} is not a {key!r} record (got {str(record)[:80]}); "
                 "a calib aggregation needs the records of calib_tasks.records"
+            ) from None
+        if found not in kinds or found != kind:
+            raise ValueError(
+                f"sample {i} is a {found} record, expected {' or '.join(kinds)} records like "
+                f"sample 0 ({kind})"
             )
+    return kind

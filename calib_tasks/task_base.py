@@ -1,15 +1,39 @@
-"""The base class of this package's harness tasks (named in YAML with ``class: !function``)."""
+"""The base classes of this package's harness tasks (named in YAML with ``class: !function``)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+from lm_eval.api.instance import Instance
 from lm_eval.api.samplers import FirstNSampler
 from lm_eval.api.task import ConfigurableTask
+from lm_eval.api.utils import ends_with_whitespace
 
-import calib_tasks.aggregations  # noqa: F401  (registers the aggregations the YAMLs name)
+from calib_tasks import aggregations, metric_table, preflight
+from calib_tasks.records import PREDICT_ONLY_KEY, RECORD_KEY, RecordKind
+from calib_tasks.token_stats import REQUEST_TYPE
+
+
+def _with_calib_metrics(config: Mapping[str, Any], kind: RecordKind) -> list[dict[str, Any]]:
+    """The task's own ``metric_list`` (e.g. the harness's ``acc``) and, after it, the metric
+    table's rows for ``kind``; a row that the YAML lists again is an error naming it."""
+    own = list(config.get("metric_list") or [])
+    calib = metric_table.metric_list(kind)
+    twice = {entry.get("metric") for entry in own} & {entry["metric"] for entry in calib}
+    if twice:
+        raise ValueError(
+            f"{config.get('task')}: metric_list names {sorted(twice)}, which come from "
+            "calib_tasks.metric_table; remove them from the task's YAML"
+        )
+    return own + calib
+
+
+def probability(logprob: float) -> float:
+    """``exp(logprob)`` in float64, capped at 1 (a float32 log-softmax can exceed 0 by rounding)."""
+    return min(float(np.exp(np.float64(logprob))), 1.0)
 
 
 class CalibTask(ConfigurableTask):
@@ -23,13 +47,16 @@ class CalibTask(ConfigurableTask):
     """
 
     fewshot_group_field: str | None = None
+    #: The kind of record the task emits: its calibration metrics are the rows of
+    #: ``metric_table.METRICS`` that apply to it.
+    record_kind: RecordKind
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config = {k: v for k, v in (config or {}).items() if k != "class"}
-        if type(self).process_results is not ConfigurableTask.process_results:
-            # A non-None process_results makes the harness take metric_list entries as
-            # aggregations only; otherwise it looks each metric up, falling back to the hub.
-            config["process_results"] = f"{type(self).__qualname__}.process_results"
+        config["metric_list"] = _with_calib_metrics(config, self.record_kind)
+        # A non-None process_results makes the harness take metric_list entries as aggregations
+        # only; otherwise it looks each metric up, falling back to the hub.
+        config["process_results"] = f"{type(self).__qualname__}.process_results"
         super().__init__(config=config, **kwargs)
         self._group_samplers: dict[Any, FirstNSampler] = {}
         if self.fewshot_group_field is not None:
@@ -53,6 +80,43 @@ class CalibTask(ConfigurableTask):
         """None for a well-formed raw document, else a short description of the problem."""
         return None
 
+    def score(self, doc: dict, results: list[Any]) -> dict[str, Any]:
+        """The document's metric values, calibration record included (``calib_values``)."""
+        raise NotImplementedError
+
+    def calib_values(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The values of every calibration metric of the task for one document's ``record``."""
+        return metric_table.metric_values(record, self.record_kind)
+
+    def process_results(self, doc: dict, results: list[Any]) -> dict[str, Any]:
+        """``score``; under ``--predict_only`` (every metric renamed ``bypass``, whose aggregation
+        ignores its values) the calibration record alone, under ``bypass``, so that the samples
+        file still carries what ``calib-report`` computes calibration from."""
+        values = self.score(doc, results)
+        if PREDICT_ONLY_KEY in self._metric_fn_list:
+            return {PREDICT_ONLY_KEY: values[RECORD_KEY]}
+        return values
+
+    def aggregation(self) -> dict[str, Callable[[list[Any]], Any]]:
+        """The harness's aggregations of this task, this package's own wrapped so that their
+        warnings and errors name the task (the harness's own are left as they are: it
+        bootstraps a stderr only for those it recognises)."""
+        return {
+            key: aggregations.for_task(self.config.task, fn)
+            if aggregations.is_calib_aggregation(fn)
+            else fn
+            for key, fn in super().aggregation().items()
+        }
+
+    def answer_delimiter(self, apply_chat_template: bool) -> str:
+        """The target delimiter before an answer, as the harness's multiple_choice requests use
+        it: dropped under a chat template (whose prompt ends with the assistant header), unless
+        a ``gen_prefix`` that ends without whitespace precedes the answer."""
+        gen_prefix = self.config.gen_prefix
+        if apply_chat_template and not (gen_prefix and not ends_with_whitespace(gen_prefix)):
+            return ""
+        return self.config.target_delimiter
+
     def fewshot_context(self, doc: dict, num_fewshot: int, **kwargs: Any):
         """The harness's context, drawing few-shot examples from the document's own group."""
         field = self.fewshot_group_field
@@ -68,3 +132,22 @@ class CalibTask(ConfigurableTask):
                 )
             self.sampler = sampler
         return super().fewshot_context(doc, num_fewshot, **kwargs)
+
+
+class TokenStatsTask(CalibTask):
+    """A calib task whose requests are ``token_stats`` requests (``calib_tasks.token_stats``).
+
+    The run's backend is checked for them before any request of the run is sent (``preflight``).
+    """
+
+    def token_stats_request(
+        self, doc: dict, context: str, continuation: str, idx: int = 0, **kwargs: Any
+    ) -> Instance:
+        """One ``token_stats`` request scoring ``continuation`` after ``context``; ``kwargs`` are
+        ``construct_requests``' (the chat-template ones are consumed, the rest go to Instance)."""
+        kwargs.pop("apply_chat_template", None)
+        kwargs.pop("chat_template", None)
+        return Instance(REQUEST_TYPE, doc, (context, continuation), idx, **kwargs)
+
+
+preflight.install()

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_model import build_tiny_model  # noqa: E402
+from tiny_model import CHATML_TEMPLATE, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,10 +31,20 @@ def tiny_long_lm(tiny_long_model_dir: Path):
 
 
 @pytest.fixture(scope="session")
+def tiny_chat_lm(tmp_path_factory: pytest.TempPathFactory):
+    """The harness's hf backend on a long-window tiny model whose tokenizer has a ChatML chat
+    template (the prompt ends with "<|im_start|>assistant\\n", as SmolLM2-Instruct's does)."""
+    from lm_eval.models.huggingface import HFLM
+
+    path = tmp_path_factory.mktemp("tiny_gpt2_chat")
+    build_tiny_model(path, n_positions=2048, chat_template=CHATML_TEMPLATE)
+    return HFLM(pretrained=str(path), device="cpu", batch_size=16)
+
+
+@pytest.fixture(scope="session")
 def task_manager():
-    """A harness TaskManager that knows this package's tasks."""
-    from lm_eval.tasks import TaskManager
+    """A harness TaskManager that knows this package's tasks (not the harness's own: indexing
+    its thousands of YAMLs costs ~20 s)."""
+    from calib_tasks import package_tasks
 
-    from calib_tasks import task_dir
-
-    return TaskManager(include_path=str(task_dir()))
+    return package_tasks()

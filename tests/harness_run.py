@@ -37,7 +37,8 @@ def read_output(output_path: Path) -> tuple[dict[str, Any], dict[str, list[dict[
 def write_task(folder: Path, template: str, name: str, docs: list[dict[str, Any]], **config: Any):
     """Write task ``name`` into ``folder``: the package's task template ``template`` (a file name
     in the task folder) on ``docs`` (the test split, as JSON Lines), with ``config`` overriding
-    the template's keys. Returns a TaskManager that knows the task."""
+    the template's keys. Returns a TaskManager that knows the task (and not the harness's own
+    tasks, whose index costs ~20 s)."""
     from lm_eval.tasks import TaskManager
 
     data = folder / f"{name}.jsonl"
@@ -51,4 +52,4 @@ def write_task(folder: Path, template: str, name: str, docs: list[dict[str, Any]
         **config,
     }
     (folder / f"{name}.yaml").write_text(json.dumps(task))
-    return TaskManager(include_path=str(folder))
+    return TaskManager(include_path=str(folder), include_defaults=False)

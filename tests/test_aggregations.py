@@ -3,21 +3,29 @@ metric key, the keys of one task after another."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
-from lm_eval.api.registry import get_aggregation
+from lm_eval.api.registry import get_aggregation as registered
 
 import calib_metrics as cm
-from calib_tasks import aggregations
-from calib_tasks.records import histogram_record, metric_values, top_label_record
+from calib_tasks import aggregations, metric_table
+from calib_tasks.records import histogram_record, share_record, top_label_record
 
-TOP_LABEL_KEYS = ("ece", "mce", "brier_top_label", "auroc", "nll", "ece_ci_low", "ece_ci_high")
-HISTOGRAM_KEYS = ("ece", "mce", "rms_ce", "pooled_acc", "ece_ci_low", "ece_ci_high")
+TOP_LABEL_KEYS = ("ece", "mce", "brier", "auroc", "nll", "ece_ci_low", "ece_ci_high")
+HISTOGRAM_KEYS = ("ece", "mce", "brier", "acc", "ece_ci_low", "ece_ci_high")
+
+
+def get_aggregation(key: str):
+    """The registered aggregation of the metric table's row ``key``."""
+    return registered(f"calib_{key}")
 
 
 def _task_values(records: list[dict], keys: tuple[str, ...]) -> dict[str, list]:
     """What the harness hands each aggregation: per key, the values of every sample."""
-    per_sample = [metric_values(record, keys) for record in records]
+    per_sample = [share_record(record, keys) for record in records]
     return {key: [values[key] for values in per_sample] for key in keys}
 
 
@@ -58,7 +66,7 @@ def test_interleaved_tasks_each_get_their_own_numbers():
     expected_mmlu = {
         "ece": cm.ece(top_conf, top_correct),
         "mce": cm.mce(top_conf, top_correct),
-        "brier_top_label": cm.brier_top_label(top_conf, top_correct),
+        "brier": cm.brier_multiclass(probs, labels),
         "auroc": cm.auroc(top_conf, top_correct),
         "nll": cm.nll(probs, labels),
         "ece_ci_low": top_ci.low,
@@ -67,8 +75,8 @@ def test_interleaved_tasks_each_get_their_own_numbers():
     expected_docs = {
         "ece": cm.ece(confidence, correct),
         "mce": cm.mce(confidence, correct),
-        "rms_ce": cm.rms_calibration_error(confidence, correct),
-        "pooled_acc": correct.mean(),
+        "brier": cm.brier_top_label(confidence, correct),
+        "acc": correct.mean(),
         "ece_ci_low": doc_ci.low,
         "ece_ci_high": doc_ci.high,
     }
@@ -114,3 +122,55 @@ def test_no_records_and_foreign_values_are_named():
     docs, *_ = _documents(4, 3)
     with pytest.raises(ValueError, match="auroc is not computable from token histograms"):
         get_aggregation("auroc")(docs)
+
+
+def test_token_interval_does_not_depend_on_the_order_documents_arrive_in():
+    """Data parallelism gathers the records rank by rank: 2 ranks give documents 0, 2, 4, ...
+    then 1, 3, 5, ...; the interval must be that of one process."""
+    docs, *_ = _documents(5, 40)
+    two_ranks = docs[0::2] + docs[1::2]
+    for key in ("ece_ci_low", "ece_ci_high"):
+        one = get_aggregation(key)(_task_values(docs, HISTOGRAM_KEYS)[key])
+        two = get_aggregation(key)(_task_values(two_ranks, HISTOGRAM_KEYS)[key])
+        assert one == two, key
+
+
+def test_uninformative_scores_are_marked_and_named(caplog):
+    tied = [top_label_record(0.25, i % 4 == 0, probs=[0.25] * 4, label=0) for i in range(20)]
+    aggregate = aggregations.for_task("calib_tied", get_aggregation("uninformative_scores"))
+    with caplog.at_level("WARNING"):
+        assert aggregate(tied) == 1.0
+    (warning,) = [r.getMessage() for r in caplog.records if "NO INFORMATION" in r.getMessage()]
+    assert "calib_tied" in warning and "all 20 confidences equal 0.25" in warning
+    informative, *_ = _mmlu_like(6, 50)
+    assert aggregate(informative) == 0.0
+    ones = [histogram_record(cm.ConfidenceHistogram.from_samples([1.0] * 5, [1, 0, 1, 1, 0], 100))]
+    assert aggregate(ones * 3) == 1.0
+
+
+def test_aggregation_errors_name_the_task():
+    docs, *_ = _documents(7, 3)
+    aggregate = aggregations.for_task("calib_docs", get_aggregation("auroc"))
+    with pytest.raises(ValueError, match="task 'calib_docs': auroc is not computable"):
+        aggregate(docs)
+
+
+def test_the_package_imports_when_plain_metric_names_are_taken():
+    """The registry is process-wide: the harness or another plugin may own ``ece`` already."""
+    code = (
+        "from lm_eval.api.registry import register_aggregation\n"
+        "for name in ('ece', 'mce', 'nll', 'auroc', 'aurc', 'smooth_ece', 'brier', 'acc'):\n"
+        "    register_aggregation(name)(lambda items: 0.0)\n"
+        "import calib_tasks.task_base, calib_tasks.mmlu\n"
+        "from lm_eval.api.registry import get_aggregation\n"
+        "print(get_aggregation('calib_ece').__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "calib_ece"
+
+
+def test_every_metric_is_registered_under_the_package_prefix():
+    for metric in metric_table.METRICS:
+        assert registered(metric.aggregation) is aggregations.AGGREGATIONS[metric.key]
+        assert metric.aggregation == f"calib_{metric.key}"

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import lm_eval
-import numpy as np
 import pytest
-from harness_run import read_output, run_cli, write_task
+from harness_run import write_task
+from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
 
-import calib_metrics as cm
 from calib_tasks import task_dir
-from calib_tasks.mmlu import SUBJECT_CATEGORY
 
 STOCK_TEMPLATE = Path(lm_eval.__file__).parent / "tasks/mmlu/default/_default_template_yaml"
 MINI = task_dir() / "data" / "mmlu_mini.jsonl"
@@ -95,56 +92,6 @@ def test_acc_and_prompts_equal_the_stock_mmlu_prompt(tmp_path, tiny_long_lm, tas
     assert context.count("Answer:") == 3
 
 
-def test_cli_results_equal_metrics_recomputed_from_samples(tmp_path, tiny_long_model_dir):
-    out = tmp_path / "out"
-    run_cli(
-        [
-            "--model",
-            "hf",
-            "--model_args",
-            f"pretrained={tiny_long_model_dir}",
-            "--device",
-            "cpu",
-            "--include_path",
-            str(task_dir()),
-            "--tasks",
-            "calib_mmlu_mini",
-            "--limit",
-            "60",
-            "--output_path",
-            str(out),
-            "--log_samples",
-        ],
-        cwd=tmp_path,
-    )
-    results, samples = read_output(out)
-    metrics = results["results"]["calib_mmlu_mini"]
-    records = [s["ece"] for s in samples["calib_mmlu_mini"]]
-    assert len(records) == 60
-    conf = np.array([r["confidence"] for r in records])
-    correct = np.array([r["correct"] for r in records])
-    probs = np.array([r["probs"] for r in records])
-    labels = np.array([r["label"] for r in records])
-    assert metrics["ece,none"] == cm.ece(conf, correct)
-    assert metrics["mce,none"] == cm.mce(conf, correct)
-    assert metrics["brier,none"] == cm.brier_multiclass(probs, labels)
-    assert metrics["nll,none"] == cm.nll(probs, labels)
-    assert metrics["auroc,none"] == cm.auroc(conf, correct)
-    assert metrics["acc,none"] == correct.mean()
-    assert metrics["ece_ci_low,none"] <= metrics["ece,none"] <= metrics["ece_ci_high,none"]
-    for key, value in metrics.items():
-        if key.endswith(",none") and "stderr" not in key:
-            assert isinstance(value, float) and math.isfinite(value), key
-    # per-sample records keep what per-subject and per-category breakdowns need
-    assert all(r["category"] == SUBJECT_CATEGORY[r["subject"]] for r in records)
-    assert np.allclose(probs.sum(axis=1), 1.0)
-    assert np.array_equal(conf, probs.max(axis=1))
-    higher = results["higher_is_better"]["calib_mmlu_mini"]
-    assert higher["acc"] and higher["auroc"]
-    assert not any(higher[k] for k in ("ece", "mce", "brier", "nll", "ece_ci_low", "ece_ci_high"))
-    assert results["versions"]["calib_mmlu_mini"] == 1.0
-
-
 @pytest.mark.parametrize("num_fewshot", [0, 1])
 def test_zero_and_few_shot_with_limit(tiny_long_lm, task_manager, num_fewshot):
     out = lm_eval.simple_evaluate(
@@ -201,3 +148,33 @@ def test_bad_documents_fail_before_any_model_call(tmp_path, broken, message):
     )
     with pytest.raises(ValueError, match=rf"calib_mmlu_broken: {message}"):
         lm_eval.simple_evaluate(model="dummy", tasks=["calib_mmlu_broken"], task_manager=manager)
+
+
+class _TiedScores(LM):
+    """A backend whose log-likelihoods carry no information: every option gets the same."""
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        return [(-1.0, False)] * len(requests)
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def test_tied_scores_are_marked_not_reported_as_calibrated(task_manager, caplog):
+    with caplog.at_level("WARNING"):
+        out = lm_eval.simple_evaluate(
+            model=_TiedScores(), tasks=["calib_mmlu_mini"], task_manager=task_manager, limit=20
+        )
+    results = out["results"]["calib_mmlu_mini"]
+    assert results["uninformative_scores,none"] == 1.0
+    assert any(
+        "calib_mmlu_mini" in r.getMessage() and "NO INFORMATION" in r.getMessage()
+        for r in caplog.records
+    )
+    informative = lm_eval.simple_evaluate(
+        model="dummy", tasks=["calib_mmlu_mini"], task_manager=task_manager, limit=20
+    )
+    assert informative["results"]["calib_mmlu_mini"]["uninformative_scores,none"] == 0.0

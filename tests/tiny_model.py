@@ -30,6 +30,14 @@ def _training_lines() -> list[str]:
     return lines
 
 
+# The ChatML template of SmolLM2-135M-Instruct (and Qwen): the prompt ends with the assistant
+# header and a newline, "<|im_start|>assistant\n".
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def build_tiny_model(
     path: Path,
     *,
@@ -37,11 +45,13 @@ def build_tiny_model(
     vocab_size: int = 2000,
     n_embd: int = 32,
     n_layer: int = 2,
+    chat_template: str | None = None,
 ) -> Path:
     """Write a tokenizer and a randomly initialised GPT-2 (seed 0) to ``path`` and return it.
 
     The defaults make a model that runs in milliseconds; benchmarks ask for a wider, deeper one so
-    that the forward pass dominates as it does for real models.
+    that the forward pass dominates as it does for real models. With ``chat_template`` the
+    tokenizer carries it, and ChatML's ``<|im_start|>``/``<|im_end|>`` as special tokens.
     """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -58,6 +68,8 @@ def build_tiny_model(
         show_progress=False,
     )
     tok.train_from_iterator(_training_lines(), trainer=trainer)
+    if chat_template is not None:
+        tok.add_special_tokens(["<|im_start|>", "<|im_end|>"])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|endoftext|>",
@@ -65,6 +77,8 @@ def build_tiny_model(
         unk_token="<|endoftext|>",
         model_max_length=n_positions,
     )
+    if chat_template is not None:
+        fast.chat_template = chat_template
     fast.save_pretrained(path)
 
     torch.manual_seed(0)

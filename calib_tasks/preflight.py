@@ -1,0 +1,61 @@
+"""Checks of a run's backend against its calib tasks, before the evaluator sends any request.
+
+The evaluator runs one request type after another (``lm_eval.evaluator.evaluate``), so a backend
+that cannot answer ``token_stats`` would otherwise fail only after every other request type of
+the run had finished. ``install`` wraps the harness's ``evaluate`` (which ``simple_evaluate``, and
+so the ``lm_eval`` command, looks up by name when it calls it) with that check; the wrapper is
+installed once, while the first calib task loads.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from calib_tasks.token_stats import UnsupportedBackendError, check_backend
+
+_MARK = "_calib_preflight"
+
+
+def _tasks_in(task_dict: Any) -> Iterator[Any]:
+    """Every task object in ``task_dict`` (``TaskManager.load``'s dict or the older nested one)."""
+    if isinstance(task_dict, Mapping):
+        for value in task_dict.values():
+            yield from _tasks_in(value)
+    elif isinstance(task_dict, (list, tuple)):
+        for value in task_dict:
+            yield from _tasks_in(value)
+    elif hasattr(task_dict, "build_all_requests"):
+        yield task_dict
+
+
+def check_run(lm: Any, task_dict: Any) -> None:
+    """Raise ``UnsupportedBackendError`` naming the first ``TokenStatsTask`` of ``task_dict``
+    whose requests the backend ``lm`` cannot answer."""
+    from calib_tasks.task_base import TokenStatsTask  # (imports this module)
+
+    for task in _tasks_in(task_dict):
+        if isinstance(task, TokenStatsTask):
+            try:
+                check_backend(lm)
+            except UnsupportedBackendError as error:
+                raise UnsupportedBackendError(f"task {task.config.task!r}: {error}") from None
+            return
+
+
+def install() -> None:
+    """Wrap ``lm_eval.evaluator.evaluate`` with ``check_run`` (idempotent)."""
+    from lm_eval import evaluator
+
+    original = evaluator.evaluate
+    if getattr(original, _MARK, False):
+        return
+
+    @functools.wraps(original)
+    def evaluate(lm: Any, task_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        check_run(lm, task_dict)
+        return original(lm, task_dict, *args, **kwargs)
+
+    setattr(evaluate, _MARK, True)
+    evaluator.evaluate = evaluate

@@ -1,0 +1,62 @@
+"""The metric table is the one source of the calibration metrics: a row added there reaches the
+results, the samples and the README's list, with nothing else to edit."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import lm_eval
+import pytest
+from lm_eval.tasks import TaskManager
+
+from calib_tasks import aggregations, metric_table, task_dir
+from calib_tasks.records import MULTICLASS, TOP_LABEL
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+@pytest.fixture
+def throwaway_metric(monkeypatch):
+    """A test-local row: the mean confidence of top-label and multiclass records."""
+    row = metric_table.CalibMetric(
+        "test_mean_confidence",
+        False,
+        {
+            kind: lambda pool: float(pool.top_label.confidence.mean())
+            for kind in (TOP_LABEL, MULTICLASS)
+        },
+        "mean confidence (a test's throw-away row)",
+    )
+    aggregations.register(row)
+    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, row))
+    return row
+
+
+@pytest.mark.parametrize("task", ["calib_mmlu_mini", "calib_facts_mini"])
+def test_a_new_row_reaches_results_and_samples(throwaway_metric, tiny_long_lm, task):
+    manager = TaskManager(include_path=str(task_dir()), include_defaults=False)
+    out = lm_eval.simple_evaluate(
+        model=tiny_long_lm, tasks=[task], task_manager=manager, limit=5, log_samples=True
+    )
+    samples = out["samples"][task]
+    expected = sum(s["ece"]["confidence"] for s in samples) / len(samples)
+    assert out["results"][task]["test_mean_confidence,none"] == pytest.approx(expected)
+    assert out["higher_is_better"][task]["test_mean_confidence"] is False
+    assert all(s["test_mean_confidence"] == "<calib record: see 'ece'>" for s in samples)
+
+
+def test_a_row_the_yaml_lists_again_is_an_error(tmp_path):
+    (tmp_path / "calib_twice.yaml").write_text(
+        f"include: {task_dir() / 'calib_mmlu_mini.yaml'}\n"
+        "task: calib_twice\n"
+        "metric_list:\n  - metric: ece\n    aggregation: calib_ece\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    with pytest.raises(ValueError, match=r"calib_twice: metric_list names \['ece'\]"):
+        manager.load_task_or_group(["calib_twice"])
+
+
+def test_readme_lists_every_metric_of_the_table():
+    listed = set(re.findall(r"^\| `([a-z_]+)` \|", README.read_text(encoding="utf-8"), re.M))
+    assert {metric.key for metric in metric_table.METRICS} <= listed
