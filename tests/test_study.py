@@ -5,7 +5,7 @@ The grid mixes model sizes (``tiny-1m`` and ``tiny-2m`` in the names) and traini
 read offline exactly as a Pythia checkpoint would be), and bad points: a typo in a key, a
 revision of a local folder, a revision missing from the hub cache, an adapter trained for
 another base model and an unknown model path. A second study is killed in the middle and
-resumed.
+resumed; a third is run twice at once.
 """
 
 from __future__ import annotations
@@ -24,10 +24,13 @@ from pathlib import Path
 import pytest
 from tiny_model import build_tiny_model
 
+from calib_tasks.report.notes import Notes
+from calib_tasks.report.runs import find_run_files
+from calib_tasks.study import runner
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.results import read_point
-from calib_tasks.study.spec import PointSpec
+from calib_tasks.study.spec import EvalSettings, PointSpec
 
 TASKS = "[calib_facts_mini, calib_mmlu_mini]"
 HUB_MODEL = "local/tiny-2m"
@@ -186,46 +189,113 @@ def test_points_reveal_their_size_and_step(grid):
     assert small.entries["calib_facts_mini"].numbers.n == 6
 
 
-def _wait_for(condition, timeout: float) -> None:
+def test_a_point_whose_folder_holds_two_runs_is_neither_published_nor_skipped(
+    grid, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    _, _, grid_layout = grid
+    one_run = shutil.copytree(
+        grid_layout.point_dir("tiny-1m"),
+        tmp_path / "one-run",
+        ignore=shutil.ignore_patterns(POINT_RECORD),
+    )
+    two_runs = shutil.copytree(one_run, tmp_path / "two-runs")
+    (run,) = find_run_files([two_runs], Notes())
+    for file in [run.results_file, *run.samples_files.values()]:
+        shutil.copy(file, file.with_name(file.name.replace(run.date_id, "2000-01-01T00-00-00.0")))
+    harness_output = [two_runs]
+
+    def harness(command: list[str], **popen) -> int:
+        """Stands in for calib-eval: leaves the files of ``harness_output[0]``."""
+        output_path = command[command.index("--output_path") + 1]
+        shutil.copytree(harness_output[0], output_path, dirs_exist_ok=True)
+        return 0
+
+    monkeypatch.setattr(runner, "run_tied", harness)
+    layout = StudyLayout(tmp_path / "out")
+    spec = PointSpec("twice", "/x/twice")
+    settings = EvalSettings(tasks=("calib_facts_mini", "calib_mmlu_mini"))
+    final = layout.point_dir("twice")
+
+    failed = runner.run_point(spec, settings, layout, io.StringIO())
+    assert failed.status == "failed"
+    assert failed.reason.startswith(
+        "the harness exited normally, but its output folder holds 2 runs ("
+    )
+    assert "*_2000-01-01T00-00-00.0" in failed.reason
+    assert not final.exists() and not layout.partial_dir("twice").exists()
+
+    harness_output[0] = one_run
+    assert runner.run_point(spec, settings, layout, io.StringIO()).status == "done"
+    assert len(list(final.rglob("results_*.json"))) == 1
+    shutil.copytree(two_runs, final, dirs_exist_ok=True)
+    out = io.StringIO()
+    assert runner.run_point(spec, settings, layout, out).status == "done"
+    assert out.getvalue().startswith("running calib_facts_mini,calib_mmlu_mini ... done in")
+    assert len(list(final.rglob("results_*.json"))) == 1
+
+
+def _wait_for(condition, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for the study")
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.1)
 
 
-def test_a_killed_study_resumes_without_repeating_finished_points(
-    models: dict[str, Path], offline_env, tmp_path: Path
-):
-    study = tmp_path / "resume.yaml"
+def _processes_naming(folder: Path) -> list[int]:
+    """The live processes whose command line names ``folder`` (the harness's --output_path)."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if str(folder).encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+    return pids
+
+
+def _study_file(folder: Path, points: dict[str, Path]) -> Path:
+    """A study of the tiny ``points`` (name: model folder) on a few facts, output in
+    ``folder/out``."""
+    study = folder / "study.yaml"
+    listed = "".join(f"  - {{name: {name}, model: {model}}}\n" for name, model in points.items())
     study.write_text(
         f"""\
 tasks: [calib_facts_mini]
 limit: 4
 device: cpu
-output_dir: {tmp_path / "out"}
+output_dir: {folder / "out"}
 points:
-  - {{name: first, model: {models["small"]}}}
-  - {{name: second, model: {models["large"]}}}
-""",
+{listed}""",
         encoding="utf-8",
     )
-    layout = StudyLayout(tmp_path / "out")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "calib_tasks.study", str(study)],
+    return study
+
+
+def _start_study(study: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "calib_tasks.study", str(study), "--no-report"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,
     )
+
+
+def test_a_killed_study_resumes_without_repeating_finished_points(
+    models: dict[str, Path], offline_env, tmp_path: Path
+):
+    study = _study_file(tmp_path, {"first": models["small"], "second": models["large"]})
+    layout = StudyLayout(tmp_path / "out")
+    second = layout.partial_dir("second")
+    proc = _start_study(study)
     try:
         _wait_for(
-            lambda: layout.point_dir("first").exists() and layout.partial_dir("second").exists(),
+            lambda: layout.point_dir("first").exists() and _processes_naming(second),
             timeout=90,
+            what="the first point to finish and the second's harness process to start",
         )
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the study and its harness process
+        proc.kill()  # the study process alone, by SIGKILL
         proc.wait()
-    assert layout.partial_dir("second").exists() and not layout.point_dir("second").exists()
+    _wait_for(lambda: not _processes_naming(second), timeout=5, what="the harness to die")
+    assert second.exists() and not layout.point_dir("second").exists()
     (first_results,) = layout.point_dir("first").rglob("results_*.json")
     finished_at = first_results.stat().st_mtime_ns
 
@@ -236,10 +306,44 @@ points:
     assert "[2/2] second: running calib_facts_mini ... done in" in output
     assert first_results.stat().st_mtime_ns == finished_at
     assert list(layout.point_dir("first").rglob("results_*.json")) == [first_results]
-    assert not layout.partial_dir("second").exists()
+    assert len(list(layout.point_dir("second").rglob("results_*.json"))) == 1
+    assert not second.exists()
     events = [json.loads(line) for line in layout.run_log.read_text().splitlines()]
     assert [(e["point"], e["status"]) for e in events] == [
         ("first", "done"),
         ("first", "skipped"),
         ("second", "done"),
+    ]
+
+
+def test_a_second_run_leaves_alone_the_point_that_a_live_run_is_evaluating(
+    models: dict[str, Path], offline_env, tmp_path: Path
+):
+    study = _study_file(tmp_path, {"only": models["small"]})
+    layout = StudyLayout(tmp_path / "out")
+    partial = layout.partial_dir("only")
+    first = _start_study(study)
+    try:
+        _wait_for(lambda: _processes_naming(partial), timeout=90, what="the harness to start")
+        os.kill(first.pid, signal.SIGSTOP)  # so that it cannot publish the point meanwhile
+        (partial / "first-run").touch()
+
+        code, output = _run([str(study), "--no-report"])
+
+        assert code == 1, output
+        assert (
+            f"[1/1] only: FAILED: another calib-study run (pid {first.pid}), or a harness "
+            f"process it started, holds this point's lock {layout.lock_file('only')}"
+        ) in output
+        assert (partial / "first-run").exists()
+        os.kill(first.pid, signal.SIGCONT)
+        assert first.wait(timeout=120) == 0
+    finally:
+        first.kill()
+        first.wait()
+    assert (layout.point_dir("only") / "first-run").exists()
+    assert len(list(layout.point_dir("only").rglob("results_*.json"))) == 1
+    assert [json.loads(line)["status"] for line in layout.run_log.read_text().splitlines()] == [
+        "failed",
+        "done",
     ]

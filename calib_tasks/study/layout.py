@@ -3,6 +3,7 @@
 points/<name>/             a finished point: the harness's output folder, plus point.json
 points/.<name>.partial/    a point being evaluated (renamed to points/<name> on success)
 logs/<name>.log            the harness's output of the point's latest attempt
+locks/<name>.lock          locked by the study run deciding about or evaluating the point
 study_log.jsonl            one line per point and run of the study: what happened to it
 report/                    calib-report over the finished points, and the study's figures
 """
@@ -33,6 +34,10 @@ class StudyLayout:
     def partial_dir(self, name: str) -> Path:
         """Output folder of a point while it is evaluated."""
         return self.points_dir / f".{name}.partial"
+
+    def lock_file(self, name: str) -> Path:
+        """The point's lock file (``calib_tasks.study.lifetime.take_lock``), kept between runs."""
+        return self.root / "locks" / f"{name}.lock"
 
     def log_file(self, name: str) -> Path:
         """The harness's output of the point's latest attempt."""

@@ -7,6 +7,12 @@ out-of-memory kill or an interrupted study never leaves a half-written point beh
 run removes the partial folder and evaluates the point again, while a finished point is skipped
 unless the settings it was evaluated with (tasks, limit, few-shot, model and its arguments)
 have changed since.
+
+A point belongs to one live run of the study at a time: the run holds the point's lock file
+(``locks/<name>.lock``) while it decides about the point and evaluates it, and passes it on
+to the harness process, which cannot outlive the run (``calib_tasks.study.lifetime``). Another
+run finding the lock held leaves the point alone and reports it as failed; and a point is only
+published when its folder holds exactly one harness run.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from calib_tasks.report.notes import Notes
 from calib_tasks.report.runs import find_run_files, read_run
 from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
+from calib_tasks.study.lifetime import LockHeld, run_tied, take_lock
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
 HARNESS_MODULE = "calib_tasks.cli"
@@ -106,18 +113,23 @@ def evaluation_key(spec: PointSpec, settings: EvalSettings) -> dict[str, Any]:
     }
 
 
-def has_complete_results(folder: Path, tasks: Sequence[str]) -> bool:
-    """Whether ``folder`` holds a harness run with a readable results file that has every
-    task (or group) in ``tasks``, and a samples file for each task (not group) it reports."""
+def results_problem(folder: Path, tasks: Sequence[str]) -> str | None:
+    """None when ``folder`` holds exactly one harness run, and that run has a readable results
+    file with every task (or group) in ``tasks`` and a samples file for each task (not group)
+    it reports; else what is wrong, as a clause (``it wrote no complete results``)."""
     notes = Notes()
-    for files in find_run_files([folder], notes):
+    runs = find_run_files([folder], notes)
+    if len(runs) > 1:
+        listed = ", ".join(f"{run.folder.relative_to(folder)}/*_{run.date_id}" for run in runs)
+        return f"its output folder holds {len(runs)} runs ({listed}), not one"
+    for files in runs:
         run = read_run(files, notes)
         reported = set(run.metrics) | run.groups
         if files.results_file is None or not set(tasks) <= reported:
             continue
         if all(task in files.samples_files for task in set(run.metrics) - run.groups):
-            return True
-    return False
+            return None
+    return "it wrote no complete results"
 
 
 def _changed_settings(folder: Path, key: dict[str, Any]) -> list[str] | None:
@@ -147,8 +159,10 @@ def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
 
 
 def _evaluate(
-    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, out: TextIO
+    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, lock: TextIO, out: TextIO
 ) -> PointOutcome:
+    """Evaluate the point into its partial folder and publish it; ``lock``, the point's open
+    lock file, is passed on to the harness process."""
     partial = layout.partial_dir(spec.name)
     if partial.exists():
         shutil.rmtree(partial)
@@ -160,21 +174,22 @@ def _evaluate(
     with log_file.open("w", encoding="utf-8") as log:
         log.write(f"$ calib-eval {shlex.join(args)}\n")
         log.flush()
-        proc = subprocess.run(
+        returncode = run_tied(
             [sys.executable, "-m", HARNESS_MODULE, *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-            check=False,
+            pass_fds=(lock.fileno(),),
         )
     seconds = time.monotonic() - start
     output = log_file.read_text(encoding="utf-8", errors="replace")
-    if proc.returncode != 0 or not has_complete_results(partial, settings.tasks):
+    problem = results_problem(partial, settings.tasks) if returncode == 0 else None
+    if returncode != 0 or problem is not None:
         reason = (
-            failure_reason(output, proc.returncode)
-            if proc.returncode != 0
-            else "the harness exited normally but wrote no complete results"
+            failure_reason(output, returncode)
+            if returncode != 0
+            else f"the harness exited normally, but {problem}"
         )
         per_task_limit = {"limit"} if isinstance(settings.limit, Mapping) else set()
         fields = blamed_fields(reason, spec.given_fields() | per_task_limit)
@@ -207,17 +222,31 @@ def run_point(
     """Evaluate one point unless it finished earlier with the same settings; writes the rest
     of its progress line (``running TASKS ... done in 1.2 s``, ``skipped: finished earlier``,
     ``running TASKS ... FAILED: reason`` and the end of the harness's output) to ``out``
-    (default: standard output)."""
+    (default: standard output). A point whose lock another live run holds is left alone and
+    fails (``FAILED: another calib-study run ... holds this point's lock ...``)."""
     out = out or sys.stdout
-    final = layout.point_dir(spec.name)
-    changed = _changed_settings(final, evaluation_key(spec, settings))
-    if changed == [] and has_complete_results(final, settings.tasks):
-        print("skipped: finished earlier", file=out, flush=True)
-        return PointOutcome(spec.name, spec, "skipped")
-    if changed:
-        print(f"settings changed since it finished ({', '.join(changed)}), ", end="", file=out)
-    print(f"running {','.join(settings.tasks)} ... ", end="", file=out, flush=True)
-    return _evaluate(spec, settings, layout, out)
+    lock_file = layout.lock_file(spec.name)
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = take_lock(lock_file)
+    except LockHeld as held:
+        pid = f" (pid {held.holder})" if held.holder is not None else ""
+        reason = (
+            f"another calib-study run{pid}, or a harness process it started, "
+            f"holds this point's lock {held.path}"
+        )
+        print(f"FAILED: {reason}", file=out, flush=True)
+        return PointOutcome(spec.name, spec, "failed", reason=reason)
+    with lock:
+        final = layout.point_dir(spec.name)
+        changed = _changed_settings(final, evaluation_key(spec, settings))
+        if changed == [] and results_problem(final, settings.tasks) is None:
+            print("skipped: finished earlier", file=out, flush=True)
+            return PointOutcome(spec.name, spec, "skipped")
+        if changed:
+            print(f"settings changed since it finished ({', '.join(changed)}), ", end="", file=out)
+        print(f"running {','.join(settings.tasks)} ... ", end="", file=out, flush=True)
+        return _evaluate(spec, settings, layout, lock, out)
 
 
 def run_points(
