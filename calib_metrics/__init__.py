@@ -30,6 +30,7 @@ from calib_metrics.defaults import (
 from calib_metrics.degenerate import histogram_uninformative_reason, uninformative_reason
 from calib_metrics.histogram import (
     ConfidenceHistogram,
+    canonical_order,
     histogram_metrics,
     reliability_bins_from_histogram,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "bootstrap_ci",
     "brier_multiclass",
     "brier_top_label",
+    "canonical_order",
     "debiased_l2_calibration_error",
     "ece",
     "ece_one_bin",

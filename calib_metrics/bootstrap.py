@@ -102,7 +102,9 @@ def histogram_bootstrap_ci(
     * A sequence: one histogram per group (e.g. document), resampled as whole groups; exact:
       each resample's per-bin statistics are ``W @ S`` with ``W`` the (resamples x groups) counts
       of each group drawn and ``S`` the per-group, per-bin statistics. Empty groups carry no
-      information and are left out of the draw.
+      information and are left out of the draw. The interval depends on the order of the
+      sequence (as an index bootstrap depends on the order of the items): pass
+      ``canonical_order(histograms)`` for one that does not.
     * One histogram: items resampled. A resample's counts over the histogram's non-empty
       (cell, correctness) entries are multinomial, exactly as under index resampling, and each
       drawn item carries its entry's mean confidence and mean squared confidence. This is index
@@ -212,16 +214,11 @@ def _group_resamples(
     per_group: np.ndarray, n_resamples: int, rng: np.random.Generator
 ) -> np.ndarray:
     """Per-bin statistics (resamples, 5, n_bins) of group resamples: ``W @ per_group`` with
-    ``W[r, g]`` the number of times group ``g`` is drawn in resample ``r``.
-
-    The groups are drawn from a canonical order (sorted by the bytes of their statistics), so the
-    resamples depend on the set of groups only, not on the order they came in (e.g. documents
-    gathered rank by rank from a data-parallel run)."""
+    ``W[r, g]`` the number of times group ``g`` is drawn in resample ``r``."""
     n_groups = per_group.shape[0]
     if n_groups == 0:
         raise ValueError("no samples: every histogram is empty")
-    flat = np.ascontiguousarray(per_group.reshape(n_groups, -1))
-    flat = flat[np.argsort(flat.view(np.dtype((np.void, flat.strides[0]))).ravel(), kind="stable")]
+    flat = per_group.reshape(n_groups, -1)
     resampled = np.empty((n_resamples, flat.shape[1]))
     rows = max(1, _WEIGHTS_PER_CHUNK // n_groups)
     for start in range(0, n_resamples, rows):

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_aggregation)
-from lm_eval.api.registry import AGGREGATION_REGISTRY, register_aggregation
+from lm_eval.api.registry import register_aggregation
 
 import calib_metrics as cm
 from calib_tasks.metric_table import METRICS, CalibMetric
@@ -77,10 +77,11 @@ class PooledRecords:
 
     @functools.cached_property
     def ece_interval(self) -> cm.ConfidenceInterval:
-        """95% bootstrap interval of the pooled ECE: documents resampled for token histograms,
-        items otherwise (seeded, so the same records give the same interval)."""
+        """95% bootstrap interval of the pooled ECE: documents resampled for token histograms
+        (in their canonical order, so however a data-parallel run ordered them), items otherwise
+        (seeded, so the same records give the same interval)."""
         if self.kind == HISTOGRAM:
-            return cm.histogram_bootstrap_ci(self.histograms)["ece"]
+            return cm.histogram_bootstrap_ci(cm.canonical_order(self.histograms))["ece"]
         return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
 
     @functools.cached_property
@@ -133,17 +134,17 @@ def aggregation_of(metric: CalibMetric) -> Aggregation:
             raise ValueError(f"aggregation {metric.aggregation} produced {value}; refusing it")
         return value
 
-    aggregate.__name__ = metric.aggregation
+    aggregate.__name__ = aggregate.__qualname__ = metric.aggregation
     aggregate.__doc__ = f"Pooled {metric.key} of a task's calib records: {metric.description}."
     return aggregate
 
 
 def register(metric: CalibMetric) -> Aggregation:
-    """Register ``metric``'s aggregation under ``metric.aggregation`` (once per process: a
-    second import of this module, e.g. by the harness's ``!function`` file loader, finds it)."""
-    existing = AGGREGATION_REGISTRY.get(metric.aggregation, None)
-    if getattr(existing, "calib_metric", None) == metric.key:
-        return existing
+    """Register ``metric``'s aggregation in the harness under ``metric.aggregation``.
+
+    The function is named ``calib_tasks.aggregations:<that name>``, the value of the package's
+    ``lm_eval.aggregations`` entry point, so that a harness that registered the entry point as a
+    placeholder (lm-eval PR #4014) takes the function in its place."""
     aggregate = aggregation_of(metric)
     aggregate.calib_metric = metric.key  # type: ignore[attr-defined]
     return register_aggregation(metric.aggregation)(aggregate)
@@ -169,3 +170,11 @@ def for_task(task: str, aggregate: Aggregation) -> Callable[[Records], float]:
 
 
 AGGREGATIONS: dict[str, Aggregation] = {metric.key: register(metric) for metric in METRICS}
+
+
+def __getattr__(name: str) -> Aggregation:
+    """``calib_<key>``: the aggregation of that table row (what the entry points name)."""
+    for metric in METRICS:
+        if metric.aggregation == name:
+            return AGGREGATIONS[metric.key]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

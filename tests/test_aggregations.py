@@ -62,7 +62,11 @@ def test_interleaved_tasks_each_get_their_own_numbers():
     doc_values = _task_values(docs, HISTOGRAM_KEYS)
     top_conf, top_correct = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
     top_ci = cm.binned_bootstrap_ci(top_conf, top_correct)["ece"]
-    doc_ci = cm.binned_bootstrap_ci(confidence, correct, groups=doc)["ece"]
+    # documents are resampled in their canonical order: the groups numbered in that order
+    hists = [cm.ConfidenceHistogram.from_dict(record["histogram"]) for record in docs]
+    rank = {id(h): i for i, h in enumerate(cm.canonical_order(hists))}
+    canonical_doc = np.array([rank[id(hists[d])] for d in doc])
+    doc_ci = cm.binned_bootstrap_ci(confidence, correct, groups=canonical_doc)["ece"]
     expected_mmlu = {
         "ece": cm.ece(top_conf, top_correct),
         "mce": cm.mce(top_conf, top_correct),

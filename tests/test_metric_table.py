@@ -16,21 +16,24 @@ from calib_tasks.records import MULTICLASS, TOP_LABEL
 README = Path(__file__).parent.parent / "README.md"
 
 
+# A test-local row: the mean confidence of top-label and multiclass records (registered once).
+THROWAWAY = metric_table.CalibMetric(
+    "test_mean_confidence",
+    False,
+    {
+        kind: lambda pool: float(pool.top_label.confidence.mean())
+        for kind in (TOP_LABEL, MULTICLASS)
+    },
+    "mean confidence (a test's throw-away row)",
+)
+aggregations.register(THROWAWAY)
+
+
 @pytest.fixture
 def throwaway_metric(monkeypatch):
-    """A test-local row: the mean confidence of top-label and multiclass records."""
-    row = metric_table.CalibMetric(
-        "test_mean_confidence",
-        False,
-        {
-            kind: lambda pool: float(pool.top_label.confidence.mean())
-            for kind in (TOP_LABEL, MULTICLASS)
-        },
-        "mean confidence (a test's throw-away row)",
-    )
-    aggregations.register(row)
-    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, row))
-    return row
+    """The table with ``THROWAWAY`` added as its last row."""
+    monkeypatch.setattr(metric_table, "METRICS", (*metric_table.METRICS, THROWAWAY))
+    return THROWAWAY
 
 
 @pytest.mark.parametrize("task", ["calib_mmlu_mini", "calib_facts_mini"])

@@ -50,7 +50,7 @@ def _tokens(records):
 def _interval(kind, records):
     if kind == HISTOGRAM:
         return cm.histogram_bootstrap_ci(
-            [cm.ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
+            cm.canonical_order(cm.ConfidenceHistogram.from_dict(r["histogram"]) for r in records)
         )["ece"]
     return cm.binned_bootstrap_ci(*_top_label(records))["ece"]
 

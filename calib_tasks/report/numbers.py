@@ -118,7 +118,9 @@ def histogram_numbers(
     bins only), interval from resampling documents with ``seed``."""
     merged = cm.ConfidenceHistogram.merge(histograms)
     metrics = cm.histogram_metrics(merged, n_bins=n_bins)
-    interval = cm.histogram_bootstrap_ci(list(histograms), n_bins=n_bins, seed=seed)["ece"]
+    interval = cm.histogram_bootstrap_ci(
+        cm.canonical_order(histograms), n_bins=n_bins, seed=seed
+    )["ece"]
     return TaskNumbers(
         source="samples",
         n=int(metrics["n"]),
