@@ -7,7 +7,7 @@ TORCH_PIN ?= torch==2.13.0
 # --no-compile: bytecode is written on first import, only for the modules that are used
 PIP_INSTALL = $(VENV)/bin/pip install -q --disable-pip-version-check --no-compile
 
-$(VENV)/.torch: pyproject.toml
+$(VENV)/.torch: pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PIP_INSTALL) "$(TORCH_PIN)"
 	touch $@

@@ -10,12 +10,8 @@ from pathlib import Path
 
 import calib_tasks
 from calib_tasks import task_dir
-from calib_tasks.cli import (
-    include_paths_with_task_dir,
-    main,
-    make_task_managers_scan_task_dir,
-    names_only_package_tasks,
-)
+from calib_tasks.cli import main, make_task_managers_scan_task_dir
+from calib_tasks.task_paths import include_paths_with_task_dir, names_only_package_tasks
 
 # The project root, so that the subprocess imports this checkout even when it is not installed.
 PROJECT_ROOT = Path(calib_tasks.__file__).resolve().parent.parent
@@ -143,3 +139,21 @@ def test_the_harness_task_index_is_skipped_only_for_package_tasks(monkeypatch) -
     assert "calib_mmlu_mini" in ours.all_tasks and "hellaswag" not in ours.all_tasks
     mixed = EvaluatorConfig(tasks=["calib_mmlu_mini", "hellaswag"]).process_tasks()
     assert {"calib_mmlu_mini", "hellaswag"} <= set(mixed.all_tasks)
+
+
+def test_a_package_group_wrapping_a_harness_task_needs_the_harness_index(tmp_path, monkeypatch):
+    """The shortcut must never change which task a name resolves to."""
+    from lm_eval.tasks import TaskManager
+
+    from calib_tasks import task_paths
+
+    (tmp_path / "probe.yaml").write_text("group: calib_probe\ntask:\n  - arc_easy\n")
+    (tmp_path / "own.yaml").write_text(
+        "group: calib_own\ntask:\n  - calib_probe_inner\n  - calib_facts_mini\n"
+    )
+    (tmp_path / "inner.yaml").write_text("group: calib_probe_inner\ntask:\n  - calib_mmlu_mini\n")
+    manager = TaskManager(include_path=[task_dir(), tmp_path], include_defaults=False)
+    monkeypatch.setattr(task_paths, "package_tasks", lambda: manager)
+    assert not names_only_package_tasks("calib_probe")
+    assert not names_only_package_tasks("calib_facts_mini,calib_probe")
+    assert names_only_package_tasks("calib_own")
