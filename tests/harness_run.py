@@ -23,6 +23,17 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return proc
 
 
+def evaluate(lm: Any, task_manager: Any, task: str, limit: int, **kwargs: Any) -> dict[str, Any]:
+    """``lm_eval.simple_evaluate`` of one task on ``limit`` documents, samples logged, no stderr
+    bootstrap; ``kwargs`` go to simple_evaluate."""
+    import lm_eval
+
+    options = {"log_samples": True, "bootstrap_iters": 0, **kwargs}
+    return lm_eval.simple_evaluate(
+        model=lm, tasks=[task], task_manager=task_manager, limit=limit, **options
+    )
+
+
 def read_output(output_path: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """The results json and the samples (per task) that ``--output_path --log_samples`` wrote."""
     (results_file,) = output_path.rglob("results_*.json")

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import logging
 
-import lm_eval
 import numpy as np
 import pytest
 import torch
+from harness_run import evaluate
 
 LIMIT = 6
 
 
 def _run(lm, task_manager, task: str, **kwargs):
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[task],
-        task_manager=task_manager,
-        limit=LIMIT,
-        log_samples=True,
-        bootstrap_iters=0,
-        **kwargs,
-    )
+    return evaluate(lm, task_manager, task, LIMIT, **kwargs)
 
 
 def _next_token_logprobs(lm, context: str) -> np.ndarray:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-import lm_eval
 import pytest
+from harness_run import evaluate
 from lm_eval.loggers import EvaluationTracker, WandbLogger
 from lm_eval.utils import handle_non_serializable
 
@@ -19,29 +19,12 @@ LIMIT = 4
 @pytest.fixture(scope="module")
 def runs(tiny_long_lm, task_manager):
     """One logged run of each task (the harness's own output, samples included)."""
-    return {
-        task: lm_eval.simple_evaluate(
-            model=tiny_long_lm,
-            tasks=[task],
-            task_manager=task_manager,
-            limit=LIMIT,
-            log_samples=True,
-            bootstrap_iters=0,
-        )
-        for task in TASKS
-    }
+    return {task: evaluate(tiny_long_lm, task_manager, task, LIMIT) for task in TASKS}
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_predict_only_runs_and_logs_the_records(tiny_long_lm, task_manager, tmp_path, task):
-    out = lm_eval.simple_evaluate(
-        model=tiny_long_lm,
-        tasks=[task],
-        task_manager=task_manager,
-        limit=LIMIT,
-        predict_only=True,
-        bootstrap_iters=0,
-    )
+    out = evaluate(tiny_long_lm, task_manager, task, LIMIT, predict_only=True, log_samples=False)
     assert set(out["results"][task]) >= {"bypass,none"}
     samples = out["samples"][task]
     assert len(samples) == LIMIT
