@@ -14,107 +14,21 @@ arrive, and the ECE bootstrap serves both interval ends. Token tasks resample wh
 from __future__ import annotations
 
 import functools
-import logging
 import math
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
 import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_aggregation)
 from lm_eval.api.registry import register_aggregation
 
-import calib_metrics as cm
 from calib_tasks.metric_table import METRICS, CalibMetric
-from calib_tasks.records import (
-    HISTOGRAM,
-    MULTICLASS,
-    TOP_LABEL,
-    PooledTopLabel,
-    pool_histograms,
-    pool_top_label,
-    records_kind,
-    unwrap_records,
-)
+from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL, Records, pooled
 
-Records = Sequence[dict[str, Any]]
 Aggregation = Callable[..., float]
 _KIND_TEXT = {
     TOP_LABEL: "top-label records",
     MULTICLASS: "multiclass records",
     HISTOGRAM: "token histograms",
 }
-
-eval_logger = logging.getLogger(__name__)
-
-
-class PooledRecords:
-    """A task's records pooled once for all of its aggregations (see the module docstring)."""
-
-    def __init__(self, records: Records, task: str = "") -> None:
-        self.records = unwrap_records(records)
-        self.kind = records_kind(self.records)
-        self.task = task
-
-    def holds(self, records: list[Any]) -> bool:
-        """Whether ``records`` (unwrapped) are exactly this pool's record objects, in order."""
-        return len(records) == len(self.records) and all(
-            a is b for a, b in zip(records, self.records, strict=True)
-        )
-
-    @functools.cached_property
-    def top_label(self) -> PooledTopLabel:
-        """The top-label (and multiclass) arrays (see ``pool_top_label``)."""
-        return pool_top_label(self.records)
-
-    @functools.cached_property
-    def histograms(self) -> list[cm.ConfidenceHistogram]:
-        """One histogram per document (see ``pool_histograms``)."""
-        return pool_histograms(self.records)
-
-    @functools.cached_property
-    def histogram_metrics(self) -> dict[str, float]:
-        """``calib_metrics.histogram_metrics`` of the merged document histograms."""
-        return cm.histogram_metrics(cm.ConfidenceHistogram.merge(self.histograms))
-
-    @functools.cached_property
-    def ece_interval(self) -> cm.ConfidenceInterval:
-        """95% bootstrap interval of the pooled ECE: documents resampled for token histograms
-        (in their canonical order, so however a data-parallel run ordered them), items otherwise
-        (seeded, so the same records give the same interval)."""
-        if self.kind == HISTOGRAM:
-            return cm.histogram_bootstrap_ci(cm.canonical_order(self.histograms))["ece"]
-        return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
-
-    @functools.cached_property
-    def uninformative_reason(self) -> str | None:
-        """Why the pooled scores carry no information (``calib_metrics.uninformative_reason``:
-        all confidences equal, or every document's options tied), or None; logged as a warning
-        naming the task, once."""
-        if self.kind == HISTOGRAM:
-            merged = cm.ConfidenceHistogram.merge(self.histograms)
-            reason = cm.histogram_uninformative_reason(merged)
-        else:
-            pooled = self.top_label
-            reason = cm.uninformative_reason(pooled.confidence, option_probs=pooled.probs)
-        if reason is not None:
-            eval_logger.warning(
-                "%s: THE SCORES CARRY NO INFORMATION (%s): the backend returned no usable "
-                "log-probabilities, so the task's ECE and other calibration numbers are not "
-                "measurements; its results mark it with uninformative_scores = 1.",
-                self.task or "a calib task",
-                reason,
-            )
-        return reason
-
-
-_last_pool: PooledRecords | None = None  # the harness aggregates one task at a time
-
-
-def pooled(records: Records, task: str = "") -> PooledRecords:
-    """The pool of ``records``: the previous call's when it holds the same record objects."""
-    global _last_pool
-    if _last_pool is None or not _last_pool.holds(unwrap_records(records)):
-        _last_pool = PooledRecords(records, task)
-    return _last_pool
 
 
 def aggregation_of(metric: CalibMetric) -> Aggregation:

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import calib_metrics as cm
-from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL, RecordKind, share_record
+from calib_tasks.records import (
+    HISTOGRAM,
+    MULTICLASS,
+    TOP_LABEL,
+    PooledRecords,
+    RecordKind,
+    share_record,
+)
 
-if TYPE_CHECKING:
-    from calib_tasks.aggregations import PooledRecords
-
-Compute = Callable[["PooledRecords"], float]
+Compute = Callable[[PooledRecords], float]
 
 #: Prefix of this package's names in the harness's process-wide aggregation registry, where a
 #: plain name (``ece``) could already be taken by the harness or another plugin.

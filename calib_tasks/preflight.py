@@ -13,7 +13,7 @@ import functools
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from calib_tasks.token_stats import UnsupportedBackendError, check_backend
+from calib_tasks.token_stats import REQUEST_TYPE, UnsupportedBackendError, check_backend
 
 _MARK = "_calib_preflight"
 
@@ -31,12 +31,11 @@ def _tasks_in(task_dict: Any) -> Iterator[Any]:
 
 
 def check_run(lm: Any, task_dict: Any) -> None:
-    """Raise ``UnsupportedBackendError`` naming the first ``TokenStatsTask`` of ``task_dict``
-    whose requests the backend ``lm`` cannot answer."""
-    from calib_tasks.task_base import TokenStatsTask  # (imports this module)
-
+    """Raise ``UnsupportedBackendError`` naming the first task of ``task_dict`` whose
+    ``request_type`` is ``token_stats`` (a ``TokenStatsTask``) when the backend ``lm`` cannot
+    answer those requests."""
     for task in _tasks_in(task_dict):
-        if isinstance(task, TokenStatsTask):
+        if getattr(task, "request_type", None) == REQUEST_TYPE:
             try:
                 check_backend(lm)
             except UnsupportedBackendError as error:

@@ -13,19 +13,21 @@ Two kinds:
 * top-label: ``{"confidence": float, "correct": 0|1, ...extras}`` for one prediction (an MMLU
   question, a fact); extras may hold ``probs`` (all option probabilities), ``label`` (gold index)
   and any breakdown key such as ``subject`` or ``relation``.
-* histogram: ``{"histogram": ConfidenceHistogram.to_dict(), ...extras}`` for the many token
+* histogram: ``{"histogram": cm.ConfidenceHistogram.to_dict(), ...extras}`` for the many token
   predictions of one document; bootstrap intervals then resample whole documents.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from calib_metrics import ConfidenceHistogram
+import calib_metrics as cm
 
 RECORD_KEY = "ece"
 #: Where a record goes instead under ``--predict_only``, which renames every metric ``bypass``
@@ -74,7 +76,7 @@ def top_label_record(confidence: float, correct: bool, **extras: Any) -> dict[st
     return {"confidence": float(confidence), "correct": int(bool(correct)), **extras}
 
 
-def histogram_record(histogram: ConfidenceHistogram, **extras: Any) -> dict[str, Any]:
+def histogram_record(histogram: cm.ConfidenceHistogram, **extras: Any) -> dict[str, Any]:
     """Many token predictions of one document, as sufficient statistics."""
     return {"histogram": histogram.to_dict(), **extras}
 
@@ -116,11 +118,11 @@ def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
     return PooledTopLabel(confidence, correct, None, None)
 
 
-def pool_histograms(records: Sequence[Any]) -> list[ConfidenceHistogram]:
+def pool_histograms(records: Sequence[Any]) -> list[cm.ConfidenceHistogram]:
     """One histogram per histogram record (a document), in order."""
     records = unwrap_records(records)
     _require_kind(records, (HISTOGRAM,))
-    return [ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
+    return [cm.ConfidenceHistogram.from_dict(r["histogram"]) for r in records]
 
 
 def records_kind(records: Sequence[Any]) -> RecordKind:
@@ -148,3 +150,81 @@ def _require_kind(records: Sequence[Any], kinds: tuple[RecordKind, ...]) -> Reco
                 f"sample 0 ({kind})"
             )
     return kind
+
+
+Records = Sequence[dict[str, Any]]
+eval_logger = logging.getLogger(__name__)
+
+
+class PooledRecords:
+    """A task's records pooled once for all of its aggregations: the harness aggregates every
+    metric key of a task on its own list of that task's values, one task after another, and a
+    calib task puts the same record objects under every key (``share_record``); ``pooled`` keeps
+    the pool until records of another task arrive."""
+
+    def __init__(self, records: Records, task: str = "") -> None:
+        self.records = unwrap_records(records)
+        self.kind = records_kind(self.records)
+        self.task = task
+
+    def holds(self, records: list[Any]) -> bool:
+        """Whether ``records`` (unwrapped) are exactly this pool's record objects, in order."""
+        return len(records) == len(self.records) and all(
+            a is b for a, b in zip(records, self.records, strict=True)
+        )
+
+    @functools.cached_property
+    def top_label(self) -> PooledTopLabel:
+        """The top-label (and multiclass) arrays (see ``pool_top_label``)."""
+        return pool_top_label(self.records)
+
+    @functools.cached_property
+    def histograms(self) -> list[cm.ConfidenceHistogram]:
+        """One histogram per document (see ``pool_histograms``)."""
+        return pool_histograms(self.records)
+
+    @functools.cached_property
+    def histogram_metrics(self) -> dict[str, float]:
+        """``calib_metrics.histogram_metrics`` of the merged document histograms."""
+        return cm.histogram_metrics(cm.ConfidenceHistogram.merge(self.histograms))
+
+    @functools.cached_property
+    def ece_interval(self) -> cm.ConfidenceInterval:
+        """95% bootstrap interval of the pooled ECE: documents resampled for token histograms
+        (in their canonical order, so however a data-parallel run ordered them), items otherwise
+        (seeded, so the same records give the same interval)."""
+        if self.kind == HISTOGRAM:
+            return cm.histogram_bootstrap_ci(cm.canonical_order(self.histograms))["ece"]
+        return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
+
+    @functools.cached_property
+    def uninformative_reason(self) -> str | None:
+        """Why the pooled scores carry no information (``calib_metrics.uninformative_reason``:
+        all confidences equal, or every document's options tied), or None; logged as a warning
+        naming the task, once."""
+        if self.kind == HISTOGRAM:
+            merged = cm.ConfidenceHistogram.merge(self.histograms)
+            reason = cm.histogram_uninformative_reason(merged)
+        else:
+            pooled = self.top_label
+            reason = cm.uninformative_reason(pooled.confidence, option_probs=pooled.probs)
+        if reason is not None:
+            eval_logger.warning(
+                "%s: THE SCORES CARRY NO INFORMATION (%s): the backend returned no usable "
+                "log-probabilities, so the task's ECE and other calibration numbers are not "
+                "measurements; its results mark it with uninformative_scores = 1.",
+                self.task or "a calib task",
+                reason,
+            )
+        return reason
+
+
+_last_pool: PooledRecords | None = None  # the harness aggregates one task at a time
+
+
+def pooled(records: Records, task: str = "") -> PooledRecords:
+    """The pool of ``records``: the previous call's when it holds the same record objects."""
+    global _last_pool
+    if _last_pool is None or not _last_pool.holds(unwrap_records(records)):
+        _last_pool = PooledRecords(records, task)
+    return _last_pool

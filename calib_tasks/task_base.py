@@ -140,6 +140,8 @@ class TokenStatsTask(CalibTask):
     The run's backend is checked for them before any request of the run is sent (``preflight``).
     """
 
+    request_type = REQUEST_TYPE
+
     def token_stats_request(
         self, doc: dict, context: str, continuation: str, idx: int = 0, **kwargs: Any
     ) -> Instance:
