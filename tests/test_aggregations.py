@@ -12,6 +12,7 @@ from lm_eval.api.registry import get_aggregation as registered
 
 import calib_metrics as cm
 from calib_tasks import aggregations, metric_table
+from calib_tasks import records as record_schema
 from calib_tasks.records import histogram_record, share_record, top_label_record
 
 TOP_LABEL_KEYS = ("ece", "mce", "brier", "auroc", "nll", "ece_ci_low", "ece_ci_high")
@@ -109,7 +110,7 @@ def test_one_bootstrap_serves_both_interval_ends(monkeypatch):
         calls.append(1)
         return bootstrap(*args, **kwargs)
 
-    monkeypatch.setattr(aggregations.cm, "binned_bootstrap_ci", counting)
+    monkeypatch.setattr(record_schema.cm, "binned_bootstrap_ci", counting)
     records, *_ = _mmlu_like(3, 200)
     values = _task_values(records, TOP_LABEL_KEYS)
     low = get_aggregation("ece_ci_low")(values["ece_ci_low"])
