@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 
 import calib_metrics as cm
-from calib_tasks.report.document import Alert, Code, Link, Paragraph, Table
-from calib_tasks.report.entries import count_marker
-from calib_tasks.report.html_page import render_html
+from calib_tasks.render.document import Alert, Code, Link, Paragraph, Table
+from calib_tasks.render.html_page import render_html
+from calib_tasks.render.markdown import render_markdown
+from calib_tasks.render.text import binning_text
+from calib_tasks.report.build import write_report
+from calib_tasks.report.cli import parser
+from calib_tasks.report.entries import ReportOptions, count_marker
 from calib_tasks.report.labels import (
     model_size,
     order_runs,
@@ -20,7 +24,6 @@ from calib_tasks.report.labels import (
     training_step,
     unique_labels,
 )
-from calib_tasks.report.markdown import render_markdown
 from calib_tasks.report.numbers import (
     is_calib_result,
     is_predict_only_result,
@@ -245,3 +248,22 @@ def test_alerts_are_bold_in_markdown_and_red_in_html(tmp_path: Path) -> None:
     html = render_html(blocks, "title", tmp_path)
     assert '<td>5 <strong class="alert">INCOMPLETE: 5 of 20 | *x*</strong></td>' in html
     assert "strong.alert {" in html
+
+
+def test_every_default_of_the_report_is_a_calib_metrics_default(tmp_path: Path) -> None:
+    args = parser().parse_args(["run", "--out", "out"])
+    assert (args.binning, args.bins, args.seed) == (
+        cm.DEFAULT_STRATEGY,
+        cm.DEFAULT_N_BINS,
+        cm.DEFAULT_SEED,
+    )
+    help_text = " ".join(parser().format_help().split())
+    assert f"number of bins (default {cm.DEFAULT_N_BINS})" in help_text
+    default_binning = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
+    assert results_numbers({"ece,none": 0.1}, 20).binning == default_binning
+    missing = tmp_path / "missing"
+    result = write_report([missing], tmp_path / "report", ReportOptions())
+    assert not result.reported and result.notes == [f"{missing}: not a folder; skipped"]
+    summary = result.summary.read_text()
+    assert f"({default_binning}, bootstrap seed {cm.DEFAULT_SEED})" in summary
+    assert f"interval: {cm.DEFAULT_LEVEL:.0%} bootstrap" in summary

@@ -24,12 +24,14 @@ from pathlib import Path
 import pytest
 from tiny_model import build_tiny_model
 
+from calib_tasks.report.build import write_report
+from calib_tasks.report.entries import ReportOptions
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.runs import find_run_files
 from calib_tasks.study import runner
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
-from calib_tasks.study.results import read_point
+from calib_tasks.study.results import point_results
 from calib_tasks.study.spec import EvalSettings, PointSpec
 
 TASKS = "[calib_facts_mini, calib_mmlu_mini]"
@@ -177,11 +179,13 @@ def test_report_orders_runs_and_draws_the_study_figures(grid):
     assert "FAILED: field 'peft': RuntimeError" in study_md
 
 
-def test_points_reveal_their_size_and_step(grid):
+def test_points_reveal_their_size_and_step(grid, tmp_path: Path):
     _, _, layout = grid
-    small = read_point(PointSpec("tiny-1m", "/x/tiny-1m"), layout.point_dir("tiny-1m"))
-    late = read_point(
-        PointSpec("hub-step200", HUB_MODEL, revision="step200"), layout.point_dir("hub-step200")
+    folders = [layout.point_dir("tiny-1m"), layout.point_dir("hub-step200")]
+    report = write_report(folders, tmp_path / "report", ReportOptions())
+    small = point_results(PointSpec("tiny-1m", "/x/tiny-1m"), report.entries_under(folders[0]))
+    late = point_results(
+        PointSpec("hub-step200", HUB_MODEL, revision="step200"), report.entries_under(folders[1])
     )
     assert (small.parameters, small.step) == (1e6, None)
     assert (late.parameters, late.step) == (2e6, 200)
@@ -232,6 +236,38 @@ def test_a_point_whose_folder_holds_two_runs_is_neither_published_nor_skipped(
     assert runner.run_point(spec, settings, layout, out).status == "done"
     assert out.getvalue().startswith("running calib_facts_mini,calib_mmlu_mini ... done in")
     assert len(list(final.rglob("results_*.json"))) == 1
+
+
+def test_a_study_whose_report_reports_nothing_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    harness_output = tmp_path / "harness" / "model"
+    harness_output.mkdir(parents=True)
+    date_id = "2025-01-01T00-00-00.000000"
+    results = {"results": {"arc_easy": {"acc,none": 0.5}}, "config": {"model_args": "pretrained=m"}}
+    (harness_output / f"results_{date_id}.json").write_text(json.dumps(results))
+    sample = {"doc_id": 0, "acc": 1.0}
+    (harness_output / f"samples_arc_easy_{date_id}.jsonl").write_text(json.dumps(sample) + "\n")
+
+    def harness(command: list[str], **popen) -> int:
+        """Stands in for calib-eval: a complete run of a task that is no calib task."""
+        output_path = command[command.index("--output_path") + 1]
+        shutil.copytree(harness_output.parent, output_path, dirs_exist_ok=True)
+        return 0
+
+    monkeypatch.setattr(runner, "run_tied", harness)
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"tasks: [arc_easy]\noutput_dir: {tmp_path / 'out'}\npoints: [{{name: p, model: m}}]\n"
+    )
+
+    code, output = _run([str(study)])
+
+    assert code == 1, output
+    assert "[1/1] p: running arc_easy ... done in" in output
+    stderr = capsys.readouterr().err
+    assert "arc_easy (m): not a calib task" in stderr
+    assert "calib-study: calib-report could report nothing on the finished points" in stderr
 
 
 def _wait_for(condition, timeout: float, what: str) -> None:

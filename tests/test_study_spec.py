@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+import calib_metrics as cm
+from calib_tasks.render.text import binning_text, compact_number
+from calib_tasks.report.entries import ReportOptions
 from calib_tasks.report.numbers import NAN, TaskNumbers
 from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.figures import SeriesPoint, write_metric_grid
 from calib_tasks.study.runner import evaluation_key, harness_args
-from calib_tasks.study.scaling import compact_number
+from calib_tasks.study.scaling import study_summary
 from calib_tasks.study.spec import EvalSettings, PointSpec, StudyError, load_study, parse_study
 
 
@@ -293,3 +296,10 @@ def test_points_that_differ_in_dtype_get_lines_of_their_own(tmp_path: Path, monk
         "calib_facts (final, dtype float32)",
     }
     assert all(len(points) == 2 for points in lines.values())
+
+
+def test_study_md_names_the_report_defaults_it_was_computed_with():
+    summary = study_summary([], {}, [], ReportOptions())
+    binning = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
+    level = f"{cm.DEFAULT_LEVEL:.0%}"
+    assert f"({binning}, {level} bootstrap interval, seed {cm.DEFAULT_SEED})" in summary

@@ -14,10 +14,15 @@ import torch
 from safetensors.torch import load_file
 from tiny_model import build_tiny_model
 
+import calib_metrics as cm
 from calib_tasks import task_dir
+from calib_tasks.command_line.conventions import option_values
+from calib_tasks.render.text import binning_text
+from calib_tasks.report.entries import ReportOptions
 from calib_tasks.tune.base import BaseModel
 from calib_tasks.tune.cli import main as calib_tune
-from calib_tasks.tune.compare import held_out_numbers, seen_facts
+from calib_tasks.tune.cli import parser
+from calib_tasks.tune.compare import Curves, comparison_markdown, held_out_numbers, seen_facts
 from calib_tasks.tune.data import (
     ALPACA,
     IGNORE_INDEX,
@@ -28,7 +33,7 @@ from calib_tasks.tune.data import (
     load_template,
     read_examples,
 )
-from calib_tasks.tune.train import TrainConfig, learning_rate_factor, train
+from calib_tasks.tune.train import LEARNING_RATES, TrainConfig, learning_rate_factor, train
 
 BUNDLED = task_dir() / "data" / "instructions_mini.jsonl"
 
@@ -218,10 +223,10 @@ def test_held_out_numbers_leave_out_the_tuning_facts(tmp_path: Path):
         {"confidence": 0.2, "correct": 0, "relation": "P36", "sub_label": "Italy"},
     ]
     entry = Entry(0, None, "x", "calib_facts_mini", None, records, "samples")  # type: ignore[arg-type]
-    held = held_out_numbers(entry, seen_facts(examples))
+    held = held_out_numbers(entry, seen_facts(examples), ReportOptions())
     assert held is not None and held.n == 2 and held.acc == 0.0
     assert held.mean_confidence == pytest.approx(0.4)
-    assert held_out_numbers(entry, set()) is None
+    assert held_out_numbers(entry, set(), ReportOptions()) is None
 
 
 def test_bad_limits_and_nothing_to_compare_are_reported(model_dir: Path, tmp_path: Path, capsys):
@@ -238,3 +243,28 @@ def test_bad_limits_and_nothing_to_compare_are_reported(model_dir: Path, tmp_pat
     captured = capsys.readouterr()
     assert "calib-tune: no checkpoint has results to compare" in captured.err
     assert "[2/2] lora-epoch1 (peft " in captured.out and "FAILED" in captured.out
+
+
+def test_the_training_options_are_the_train_config_fields_and_their_defaults(capsys):
+    required = ["--model", "m", "--out", "o"]
+    args = parser().parse_args(required)
+    for method, rate in LEARNING_RATES.items():
+        config = TrainConfig(
+            method, getattr(args, f"lr_{method}"), **option_values(args, TrainConfig)
+        )
+        assert config == TrainConfig(method, rate)
+    given = parser().parse_args([*required, "--epochs", "2", "--lora-target-modules", "q, v"])
+    assert option_values(given, TrainConfig) | {"epochs": 3, "lora_target_modules": None} == (
+        option_values(args, TrainConfig)
+    )
+    assert (given.epochs, given.lora_target_modules) == (2, ("q", "v"))
+    with pytest.raises(SystemExit):
+        parser().parse_args([*required, "--epochs", "0"])
+    assert "--epochs: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_comparison_md_names_the_report_defaults_it_was_computed_with():
+    text = comparison_markdown(Curves({}, ReportOptions()), "ece_vs_epoch", [])
+    binning = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
+    assert f"ECE with {binning} and its {cm.DEFAULT_LEVEL:.0%} bootstrap interval" in text
+    assert f"({cm.DEFAULT_N_RESAMPLES:,} resamples, seed {cm.DEFAULT_SEED})" in text

@@ -4,4 +4,5 @@
 reads ``results_*.json`` and ``samples_*.jsonl`` written by ``lm_eval --output_path ...
 --log_samples``, recomputes the numbers with ``calib_metrics`` and writes reliability diagrams,
 a comparison across runs, breakdown tables, ``summary.md`` and a self-contained ``report.html``.
+As a library: ``calib_tasks.report.build.write_report``, which returns what it computed.
 """

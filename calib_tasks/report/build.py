@@ -1,12 +1,17 @@
-"""Writing a report folder: figures/, breakdowns/, summary.md and report.html."""
+"""Writing a report folder: figures/, breakdowns/, summary.md and report.html; the report as a
+library (``write_report``), of which calib-report's command line is a thin wrapper."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from calib_tasks.render.html_page import render_html
+from calib_tasks.render.markdown import render_markdown
+from calib_tasks.render.text import LEVEL, fmt
 from calib_tasks.report.breakdown import breakdown, breakdown_fields
 from calib_tasks.report.entries import Entry, ReportOptions, task_entries
 from calib_tasks.report.figures import (
@@ -14,9 +19,7 @@ from calib_tasks.report.figures import (
     write_comparison_figure,
     write_reliability_diagram,
 )
-from calib_tasks.report.html_page import render_html
 from calib_tasks.report.labels import order_runs, run_label, unique_labels
-from calib_tasks.report.markdown import render_markdown
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import NAN
 from calib_tasks.report.runs import find_run_files, read_run
@@ -25,7 +28,6 @@ from calib_tasks.report.summary import (
     EntryFiles,
     breakdown_document,
     ece_text,
-    fmt,
     slug,
     summary_blocks,
 )
@@ -34,6 +36,29 @@ FIGURES = "figures"
 BREAKDOWNS = "breakdowns"
 SUMMARY = "summary.md"
 HTML = "report.html"
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What ``write_report`` computed and wrote: the entries reported (in report order), the
+    notes on everything that could not be reported, the options the numbers were recomputed
+    with, and the paths of summary.md and report.html."""
+
+    entries: list[Entry]
+    notes: list[str]
+    options: ReportOptions
+    summary: Path
+    html: Path
+
+    @property
+    def reported(self) -> bool:
+        """Whether anything was reported (when not, ``notes`` say why)."""
+        return bool(self.entries)
+
+    def entries_under(self, folder: Path) -> list[Entry]:
+        """The entries of the runs found under ``folder``, one of the folders reported on, as
+        it was given (paths are compared as written, not resolved)."""
+        return [e for e in self.entries if e.run.files.folder.is_relative_to(folder)]
 
 
 def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFiles:
@@ -50,7 +75,7 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
             numbers.bins,
             title=f"{entry.task}: {entry.label}",
             stats="\n".join(
-                [f"{n}, accuracy = {fmt(numbers.acc)}", f"ECE = {ece_text(entry)} (95% CI)"]
+                [f"{n}, accuracy = {fmt(numbers.acc)}", f"ECE = {ece_text(entry)} ({LEVEL} CI)"]
                 + entry.alerts
             ),
             binning=numbers.binning,
@@ -92,11 +117,12 @@ def _comparison(
     return stem
 
 
-def write_report(
-    run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions, notes: Notes
-) -> bool:
-    """Report every calib task of every run under ``run_dirs`` into ``out_dir``; what cannot
-    be reported goes to ``notes`` (and into the report). True when something was reported."""
+def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions) -> ReportResult:
+    """Report every calib task of every run under ``run_dirs`` (searched recursively) into
+    ``out_dir``, created if missing, the numbers recomputed with ``options``. Whatever cannot
+    be reported is noted: on stderr as it is found, in summary.md and in the result. Raises
+    ``OSError`` when ``out_dir`` cannot be written."""
+    notes = Notes()
     runs = [read_run(files, notes) for files in find_run_files(run_dirs, notes)]
     order = order_runs([run.model_args for run in runs])
     runs = [runs[i] for i in order.indices]
@@ -123,6 +149,7 @@ def write_report(
     blocks = summary_blocks(
         runs, labels, order.by, entries, files, comparison, notes.messages, options
     )
-    (out_dir / SUMMARY).write_text(render_markdown(blocks), encoding="utf-8")
-    (out_dir / HTML).write_text(render_html(blocks, TITLE, out_dir), encoding="utf-8")
-    return bool(entries)
+    result = ReportResult(entries, notes.messages, options, out_dir / SUMMARY, out_dir / HTML)
+    result.summary.write_text(render_markdown(blocks), encoding="utf-8")
+    result.html.write_text(render_html(blocks, TITLE, out_dir), encoding="utf-8")
+    return result

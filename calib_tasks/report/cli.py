@@ -1,4 +1,5 @@
-"""``calib-report RUN_DIR [RUN_DIR ...] --out DIR``: the command line of the report."""
+"""``calib-report RUN_DIR [RUN_DIR ...] --out DIR``: the command line of the report, a thin
+wrapper around ``calib_tasks.report.build.write_report``."""
 
 from __future__ import annotations
 
@@ -7,23 +8,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from calib_tasks.command_line.conventions import EXIT_BAD_INPUT, EXIT_OK, positive_int
 from calib_tasks.report.entries import ReportOptions
-from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import EQUAL_MASS, EQUAL_WIDTH
-
-EXIT_REPORTED = 0
-EXIT_NOTHING = 2
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser of calib-report."""
+    """The argument parser of calib-report; its defaults are ``ReportOptions``'."""
+    defaults = ReportOptions()
     p = argparse.ArgumentParser(
         prog="calib-report",
         description=(
@@ -43,32 +35,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--binning",
         choices=[EQUAL_WIDTH, EQUAL_MASS],
-        default=EQUAL_WIDTH,
-        help="bins of the diagrams and ECE (equal_mass: top-label records only)",
+        default=defaults.binning,
+        help=f"bins of the diagrams and ECE (default {defaults.binning}; {EQUAL_MASS}: "
+        "top-label records only)",
     )
-    p.add_argument("--bins", type=_positive_int, default=10, help="number of bins (10)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    p.add_argument(
+        "--bins",
+        type=positive_int,
+        default=defaults.n_bins,
+        help=f"number of bins (default {defaults.n_bins})",
+    )
+    p.add_argument(
+        "--seed", type=int, default=defaults.seed, help=f"bootstrap seed (default {defaults.seed})"
+    )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run calib-report; returns 0 when something was reported and 2 when nothing could be
-    (every problem is described on stderr and in summary.md)."""
+    """Run calib-report; returns EXIT_OK when something was reported and EXIT_BAD_INPUT when
+    nothing could be (every problem is described on stderr and in summary.md) or the report
+    could not be written."""
     from calib_tasks.report.build import write_report
 
     args = parser().parse_args(argv)
-    notes = Notes()
     options = ReportOptions(binning=args.binning, n_bins=args.bins, seed=args.seed)
     try:
-        reported = write_report(args.run_dirs, args.out, options, notes)
+        result = write_report(args.run_dirs, args.out, options)
     except OSError as error:
         print(f"calib-report: cannot write the report into {args.out}: {error}", file=sys.stderr)
-        return EXIT_NOTHING
-    if not reported:
+        return EXIT_BAD_INPUT
+    if not result.reported:
         print("calib-report: nothing could be reported", file=sys.stderr)
-        return EXIT_NOTHING
-    print(
-        f"calib-report: wrote {args.out / 'summary.md'} and {args.out / 'report.html'}",
-        file=sys.stderr,
-    )
-    return EXIT_REPORTED
+        return EXIT_BAD_INPUT
+    print(f"calib-report: wrote {result.summary} and {result.html}", file=sys.stderr)
+    return EXIT_OK

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import calib_metrics as cm
 from calib_tasks.records import PREDICT_ONLY_KEY
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import (
     EQUAL_MASS,
-    EQUAL_WIDTH,
     TaskNumbers,
     histogram_numbers,
     is_calib_result,
@@ -37,11 +37,12 @@ NO_INFORMATION = "the backend's scores carry no information"
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """How numbers are recomputed: binning strategy, number of bins, bootstrap seed."""
+    """How numbers are recomputed: binning strategy, number of bins, bootstrap seed (by default
+    calib_metrics' own, those of the tasks' results files)."""
 
-    binning: str = EQUAL_WIDTH
-    n_bins: int = 10
-    seed: int = 0
+    binning: str = cm.DEFAULT_STRATEGY
+    n_bins: int = cm.DEFAULT_N_BINS
+    seed: int = cm.DEFAULT_SEED
 
 
 def count_marker(found: int, expected: int) -> str | None:
@@ -296,12 +297,3 @@ def _note_unchecked_count(run: Run, task: str, path: Path, notes: Notes, where: 
             f"{where}: {run.files.results_file} has no n-samples count for {task}; "
             f"cannot check that {path} holds all of the run's samples"
         )
-
-
-def task_entry(
-    position: int, run: Run, label: str, task: str, options: ReportOptions, notes: Notes
-) -> Entry | None:
-    """The first of ``task_entries`` (the only one for a task of one filter, as the package's
-    tasks are), for callers that take one entry per task; None when there is none."""
-    entries = task_entries(position, run, label, task, options, notes)
-    return entries[0] if entries else None

@@ -1,66 +1,34 @@
-"""The report's figures, drawn with matplotlib's object API on the Agg canvas (no pyplot, no
-display) under fixed style settings, and saved as PNG and SVG whose bytes depend only on the
-inputs (no dates or software versions in the metadata, a fixed SVG hash salt)."""
+"""The report's figures: reliability diagrams and the comparison across runs, drawn in the
+commands' one figure style (``calib_tasks.render.figures``)."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure, SubFigure
+from matplotlib.figure import SubFigure
 from matplotlib.transforms import blended_transform_factory
 
 from calib_metrics import ReliabilityBins
+from calib_tasks.render.figures import saved_figure
+from calib_tasks.render.text import LEVEL
 
-DPI = 100
 RELIABILITY_SIZE = (6.4, 7.2)
 COMPARISON_WIDTH = 7.0  # inches, plus COMPARISON_CHAR_WIDTH per character of the longest label
 COMPARISON_CHAR_WIDTH = 0.075
 COMPARISON_MAX_WIDTH = 14.0
 COMPARISON_MARGIN = 0.6
 COMPARISON_RUN_HEIGHT = 0.4
-STYLE = {
-    "font.family": "DejaVu Sans",
-    "font.size": 10,
-    "axes.titlesize": 10,
-    "axes.labelsize": 10,
-    "legend.fontsize": 9,
-    "axes.grid": True,
-    "grid.alpha": 0.3,
-    "svg.hashsalt": "calib-report",
-    "svg.fonttype": "path",
-}
 ACCURACY_COLOR = "#4C72B0"
 GAP_COLOR = "#C44E52"
 ECE_COLOR = "#DD8452"
 DIAGONAL_COLOR = "#555555"
 TITLE_WIDTH = 60
 MARKER_OFFSET = 0.12  # comparison rows are 1 apart: a marker sits this far under its row
-
-
-@contextmanager
-def _style() -> Iterator[None]:
-    with matplotlib.rc_context():
-        matplotlib.rcdefaults()
-        matplotlib.rcParams.update(STYLE)
-        yield
-
-
-def _save(figure: Figure, stem: Path) -> None:
-    FigureCanvasAgg(figure)
-    figure.savefig(
-        stem.parent / f"{stem.name}.png", format="png", dpi=DPI, metadata={"Software": None}
-    )
-    figure.savefig(
-        stem.parent / f"{stem.name}.svg", format="svg", metadata={"Date": None, "Creator": None}
-    )
 
 
 def _wrap(text: str) -> str:
@@ -102,8 +70,7 @@ def write_reliability_diagram(
     confidence = np.asarray(bins.mean_confidence, dtype=float)[filled]
     share = count / max(count.sum(), 1.0)
     equal_widths = np.ptp(widths) < 1e-9
-    with _style():
-        figure = Figure(figsize=RELIABILITY_SIZE, layout="constrained")
+    with saved_figure(stem, RELIABILITY_SIZE) as figure:
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         top.plot([0, 1], [0, 1], "--", color=DIAGONAL_COLOR, lw=1, label="perfect calibration")
         bar_style = {"align": "edge", "edgecolor": "white", "linewidth": 0.5}
@@ -137,7 +104,6 @@ def write_reliability_diagram(
         bottom.set_xticks(np.linspace(0, 1, 11))
         figure.suptitle(_wrap(title), fontsize=12)
         figure.legend(loc="outside lower center", ncols=2, frameon=False)
-        _save(figure, stem)
 
 
 @dataclass(frozen=True)
@@ -167,16 +133,12 @@ def write_comparison_figure(
     longest = max((len(label) for label in run_labels), default=0)
     width = min(COMPARISON_WIDTH + COMPARISON_CHAR_WIDTH * longest, COMPARISON_MAX_WIDTH)
     row_height = 0.9 + COMPARISON_RUN_HEIGHT * len(run_labels)
-    with _style():
-        figure = Figure(
-            figsize=(width, COMPARISON_MARGIN + row_height * len(tasks)), layout="constrained"
-        )
+    with saved_figure(stem, (width, COMPARISON_MARGIN + row_height * len(tasks))) as figure:
         figure.suptitle(f"Calibration across runs (top to bottom: by {order_by})", fontsize=12)
         for task, panel in zip(
             tasks, figure.subfigures(len(tasks), 1, squeeze=False)[:, 0], strict=True
         ):
             _comparison_row(panel, task, run_labels, points[task])
-        _save(figure, stem)
 
 
 def _comparison_row(
@@ -204,7 +166,7 @@ def _comparison_row(
             capsize=4,
         )
     acc_axis.plot([v.acc for v in values], at, "-o", color=ACCURACY_COLOR, lw=1)
-    ece_axis.set(xlabel="ECE with 95% bootstrap interval (lower is better)")
+    ece_axis.set(xlabel=f"ECE with {LEVEL} bootstrap interval (lower is better)")
     acc_axis.set(xlabel="accuracy", xlim=(0, 1))
     known = np.concatenate([ece, high])
     known = known[np.isfinite(known)]

@@ -12,6 +12,7 @@ import numpy as np
 
 import calib_metrics as cm
 from calib_tasks.records import PREDICT_ONLY_KEY
+from calib_tasks.render.text import binning_text
 from calib_tasks.report.samples import DEFAULT_FILTER
 
 NAN = float("nan")
@@ -49,11 +50,6 @@ class TaskNumbers:
     uninformative: str | None = None
 
 
-def binning_text(n_bins: int, strategy: str) -> str:
-    """``"10 equal-width bins"`` and the like."""
-    return f"{n_bins} {strategy.replace('_', '-')} bin{'s' if n_bins != 1 else ''}"
-
-
 def _probabilities(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
     """Option probabilities and gold labels when every record has valid ones, else None."""
     try:
@@ -65,8 +61,9 @@ def _probabilities(records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np
 def ece_interval(
     confidence: np.ndarray, correct: np.ndarray, *, n_bins: int, strategy: str, seed: int
 ) -> cm.ConfidenceInterval:
-    """95% bootstrap interval of the ECE with the given binning: the histogram-speed item
-    bootstrap for equal-width bins (what the tasks report), exact item resampling otherwise."""
+    """Bootstrap interval of the ECE with the given binning (calib_metrics' default level and
+    resamples): the histogram-speed item bootstrap for equal-width bins (what the tasks
+    report), exact item resampling otherwise."""
     if strategy == EQUAL_WIDTH:
         return cm.binned_bootstrap_ci(confidence, correct, n_bins=n_bins, seed=seed)["ece"]
     return cm.bootstrap_ci(
@@ -118,9 +115,9 @@ def histogram_numbers(
     bins only), interval from resampling documents with ``seed``."""
     merged = cm.ConfidenceHistogram.merge(histograms)
     metrics = cm.histogram_metrics(merged, n_bins=n_bins)
-    interval = cm.histogram_bootstrap_ci(
-        cm.canonical_order(histograms), n_bins=n_bins, seed=seed
-    )["ece"]
+    interval = cm.histogram_bootstrap_ci(cm.canonical_order(histograms), n_bins=n_bins, seed=seed)[
+        "ece"
+    ]
     return TaskNumbers(
         source="samples",
         n=int(metrics["n"]),
@@ -150,8 +147,9 @@ def _metric(metrics: Mapping[str, Any], name: str, filter_key: str) -> float:
 def results_numbers(
     metrics: Mapping[str, Any], documents: int | None, filter_key: str = DEFAULT_FILTER
 ) -> TaskNumbers:
-    """The task's numbers under ``filter_key`` as its results file reports them (the task's own
-    defaults: 10 equal-width bins, seed 0); ``documents`` from the file's ``n-samples``."""
+    """The task's numbers under ``filter_key`` as its results file reports them (computed with
+    calib_metrics' defaults, as every task computes them); ``documents`` from the file's
+    ``n-samples``."""
 
     def metric(name: str) -> float:
         return _metric(metrics, name, filter_key)
@@ -170,7 +168,7 @@ def results_numbers(
         brier_kind="",
         auroc=metric("auroc"),
         bins=None,
-        binning=binning_text(10, EQUAL_WIDTH),
+        binning=binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY),
     )
 
 

@@ -11,13 +11,12 @@ and MCE of NOT MEASURED ones are in parentheses after the marker) and in its bre
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from calib_tasks.report.breakdown import BreakdownRow
-from calib_tasks.report.document import (
+import calib_metrics as cm
+from calib_tasks.render.document import (
     Alert,
     Block,
     Bullets,
@@ -30,8 +29,9 @@ from calib_tasks.report.document import (
     Table,
     Text,
 )
+from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
+from calib_tasks.report.breakdown import BreakdownRow
 from calib_tasks.report.entries import Entry, ReportOptions
-from calib_tasks.report.numbers import binning_text
 from calib_tasks.report.runs import Run
 
 TITLE = "Calibration report"
@@ -50,22 +50,6 @@ class EntryFiles:
 def slug(text: str) -> str:
     """A file- and anchor-safe form of ``text``."""
     return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-").lower() or "x"
-
-
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A number for a table (``n/a`` when unknown)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def ece_with_interval(ece: float, low: float, high: float) -> str:
-    """``0.123 [0.080, 0.190]``, or the ECE alone when the interval is unknown."""
-    if math.isfinite(low) and math.isfinite(high):
-        return f"{fmt(ece)} [{fmt(low)}, {fmt(high)}]"
-    return fmt(ece)
 
 
 def ece_text(entry: Entry) -> str:
@@ -166,7 +150,7 @@ def _task_table(entries: Sequence[Entry], files: dict[tuple[int, str], EntryFile
         "run",
         "n",
         "acc",
-        "ECE [95% CI]",
+        f"ECE [{LEVEL} CI]",
         "MCE",
         "Brier",
         "AUROC",
@@ -183,12 +167,13 @@ def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
     parts = []
     if binnings:
         parts.append(
-            f"Recomputed from the samples: ECE and MCE with {' / '.join(binnings)}, 95% "
+            f"Recomputed from the samples: ECE and MCE with {' / '.join(binnings)}, {LEVEL} "
             f"bootstrap interval (seed {options.seed}). "
         )
     if any(e.numbers.source == "results" for e in entries):
+        own = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
         parts.append(
-            "Numbers from a results file are the task's own (10 equal-width bins, seed 0); "
+            f"Numbers from a results file are the task's own ({own}, seed {cm.DEFAULT_SEED}); "
             "there n counts documents. "
         )
     if kinds:
@@ -239,7 +224,7 @@ def summary_blocks(
                 "lm_eval wrote with --log_samples (",
                 binning_text(options.n_bins, options.binning),
                 f", bootstrap seed {options.seed}); a run without them shows its results file's "
-                "numbers. ECE: expected calibration error (lower is better); interval: 95% "
+                f"numbers. ECE: expected calibration error (lower is better); interval: {LEVEL} "
                 "bootstrap.",
             ]
         ),

@@ -1,8 +1,9 @@
 """``calib-study STUDY.yaml``: evaluate every point of a study, then report on all of them.
 
-Exit status: 0 when every point has results (evaluated now or earlier), 1 when some point
-failed or was invalid (the others still ran and are reported), 2 when the study file itself is
-unusable, 130 when interrupted (Ctrl-C).
+Exit status (``calib_tasks.command_line.conventions``): 0 when every point has results
+(evaluated now or earlier) and the report was written, 1 when some point failed or was invalid
+(the others still ran and are reported) or the report could not be written or reported
+nothing, 2 when the study file itself is unusable, 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from calib_tasks.command_line.conventions import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+)
 from calib_tasks.study.layout import StudyLayout
-from calib_tasks.study.results import PointResults, read_point
+from calib_tasks.study.report import write_study_report
 from calib_tasks.study.runner import PointOutcome, run_points
-from calib_tasks.study.scaling import STUDY_SUMMARY, study_summary, write_scaling_figures
 from calib_tasks.study.spec import StudyError, load_study
-
-EXIT_ALL_FINISHED = 0
-EXIT_SOME_FAILED = 1
-EXIT_UNUSABLE = 2
-EXIT_INTERRUPTED = 130
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,29 +42,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def write_study_report(
-    outcomes: Sequence[PointOutcome], layout: StudyLayout
-) -> dict[str, PointResults]:
-    """calib-report over the finished points into the study's report folder, plus the study's
-    figures and study.md; returns the results of the finished points by name (none finished:
-    empty, and nothing is written)."""
-    from calib_tasks.report.cli import main as calib_report
-
-    finished = [o.spec for o in outcomes if o.finished and o.spec is not None]
-    if not finished:
-        return {}
-    folders = [layout.point_dir(spec.name) for spec in finished]
-    out = layout.report_dir
-    print(f"calib-report over {len(folders)} finished point(s) into {out}", flush=True)
-    calib_report([*map(str, folders), "--out", str(out)])
-    results = {spec.name: read_point(spec, layout.point_dir(spec.name)) for spec in finished}
-    figures = write_scaling_figures(list(results.values()), out)
-    summary = study_summary(outcomes, results, figures)
-    (out / STUDY_SUMMARY).write_text(summary, encoding="utf-8")
-    for stem in figures:
-        print(f"figure: {out / stem}.png")
-    print(f"study summary: {out / STUDY_SUMMARY}")
-    return results
+def _report_problem(outcomes: Sequence[PointOutcome], layout: StudyLayout) -> str | None:
+    """Write the study's report (``write_study_report``); None when it was written (or no
+    point finished, so that there is nothing to report on), else what went wrong."""
+    try:
+        written = write_study_report(outcomes, layout)
+    except OSError as error:
+        return f"cannot write the report into {layout.report_dir}: {error}"
+    if written is not None and not written.report.reported:
+        return "calib-report could report nothing on the finished points (see its notes)"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         study = load_study(args.study)
     except StudyError as error:
         print(f"calib-study: {error}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return EXIT_BAD_INPUT
     layout = StudyLayout(study.output_dir)
     try:
         outcomes = run_points(study.points, study.settings, layout)
@@ -90,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f"; not finished: {', '.join(o.label for o in failed)}" if failed else ""),
         flush=True,
     )
-    if not args.no_report:
-        write_study_report(outcomes, layout)
-    return EXIT_SOME_FAILED if failed else EXIT_ALL_FINISHED
+    problem = None if args.no_report else _report_problem(outcomes, layout)
+    if problem is not None:
+        print(f"calib-study: {problem}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed or problem is not None else EXIT_OK

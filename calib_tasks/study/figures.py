@@ -1,9 +1,8 @@
 """Line figures of ECE and accuracy against a numeric axis (parameter count, training step,
-epoch), drawn with matplotlib's object API on the Agg canvas in calib-report's style.
+epoch), in the commands' one figure style (``calib_tasks.render.figures``).
 
-A figure is a grid: one row of two panels (ECE with its 95% bootstrap interval, accuracy) per
-row title, one line per series in every row. PNG and SVG bytes depend only on the inputs
-(calib-report's style fixes the SVG hash salt).
+A figure is a grid: one row of two panels (ECE with its bootstrap interval, accuracy) per row
+title, one line per series in every row.
 """
 
 from __future__ import annotations
@@ -15,13 +14,11 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from calib_tasks.report.figures import STYLE
+from calib_tasks.render.figures import saved_figure
+from calib_tasks.render.text import LEVEL
 from calib_tasks.report.numbers import TaskNumbers
 
-DPI = 110
 ROW_HEIGHT = 3.4
 WIDTH = 11.0
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -165,10 +162,7 @@ def write_metric_grid(
     ticks = _spaced(all_x, scale)
     labels = list(dict.fromkeys(label for series in rows.values() for label in series))
     colors = matplotlib.colormaps["tab10"].colors
-    with matplotlib.rc_context():
-        matplotlib.rcdefaults()
-        matplotlib.rcParams.update(STYLE)
-        figure = Figure(figsize=(WIDTH, 0.9 + ROW_HEIGHT * len(rows)), layout="constrained")
+    with saved_figure(stem, (WIDTH, 0.9 + ROW_HEIGHT * len(rows))) as figure:
         grid = figure.subplots(len(rows), 2, squeeze=False)
         for (row_title, series), axes in zip(rows.items(), grid, strict=True):
             for label, points in series.items():
@@ -187,7 +181,7 @@ def write_metric_grid(
             for axis in axes:
                 scale.apply(axis)
             prefix = f"{row_title}: " if row_title else ""
-            ece_axis.set_title(f"{prefix}ECE (lower is better), 95% bootstrap interval")
+            ece_axis.set_title(f"{prefix}ECE (lower is better), {LEVEL} bootstrap interval")
             acc_axis.set_title(f"{prefix}accuracy")
             ece_axis.set_ylim(-0.02 * _ece_top(series), _ece_top(series))
             acc_axis.set_ylim(-0.02, 1.02)
@@ -202,6 +196,3 @@ def write_metric_grid(
             ncols=min(len(labels), 4),
             frameon=False,
         )
-        FigureCanvasAgg(figure)
-        figure.savefig(stem.with_name(f"{stem.name}.png"), dpi=DPI, metadata={"Software": None})
-        figure.savefig(stem.with_name(f"{stem.name}.svg"), metadata={"Date": None, "Creator": None})

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from calib_tasks.report.document import Block, Code, Figure, Heading, Paragraph, Table
-from calib_tasks.report.markdown import render_markdown
-from calib_tasks.report.summary import ece_with_interval, fmt
+from calib_tasks.render.document import Block, Code, Figure, Heading, Paragraph, Table
+from calib_tasks.render.markdown import render_markdown
+from calib_tasks.render.text import LEVEL, binning_text, compact_number, ece_with_interval, fmt
+from calib_tasks.report.entries import ReportOptions
 from calib_tasks.study.figures import Rows, SeriesPoint, write_metric_grid
 from calib_tasks.study.results import PointResults
 from calib_tasks.study.runner import PointOutcome
@@ -18,15 +19,6 @@ from calib_tasks.study.spec import DEFAULT_BACKEND
 PARAMS_FIGURE = "ece_vs_params"
 STEP_FIGURE = "ece_vs_step"
 STUDY_SUMMARY = "study.md"
-_UNITS = ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))
-
-
-def compact_number(value: float) -> str:
-    """``70M``, ``1.4B``, ``143k``: a count in the style of model names."""
-    for scale, unit in _UNITS:
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{unit}"
-    return f"{value:g}"
 
 
 def _rows(
@@ -116,14 +108,17 @@ def _status_text(outcome: PointOutcome) -> str:
 
 
 def study_summary(
-    outcomes: Sequence[PointOutcome], results: dict[str, PointResults], figures: Sequence[str]
+    outcomes: Sequence[PointOutcome],
+    results: dict[str, PointResults],
+    figures: Sequence[str],
+    options: ReportOptions,
 ) -> str:
     """``study.md``: the figures, then one row per point (status, size, step, and per task
-    ECE with its 95% interval and accuracy), in the study file's order; ``results`` maps the
-    names of finished points to their results."""
+    ECE with its interval and accuracy), in the study file's order; ``results`` maps the names
+    of finished points to their results, whose numbers were recomputed with ``options``."""
     tasks = sorted({task for result in results.values() for task in result.entries})
     header = ["point", "model", "revision", "parameters", "step", "status"]
-    header += [f"{task} {what}" for task in tasks for what in ("ECE [95% CI]", "acc")]
+    header += [f"{task} {what}" for task in tasks for what in (f"ECE [{LEVEL} CI]", "acc")]
     rows = []
     for outcome in outcomes:
         spec = outcome.spec
@@ -146,9 +141,9 @@ def study_summary(
         Heading("Study", 1, "study"),
         Paragraph(
             [
-                "Numbers recomputed from each point's samples as calib-report does (10 "
-                "equal-width bins, 95% bootstrap interval, seed 0); per-task diagrams and "
-                "breakdowns are in ",
+                "Numbers recomputed from each point's samples as calib-report does ("
+                f"{binning_text(options.n_bins, options.binning)}, {LEVEL} bootstrap interval, "
+                f"seed {options.seed}); per-task diagrams and breakdowns are in ",
                 Code("summary.md"),
                 ". Parameter counts are read from model names, steps from revision=stepN.",
             ]

@@ -11,8 +11,12 @@ Output folder::
     comparison.md           ECE/accuracy per task and epoch, both methods side by side
     ece_vs_epoch.png/.svg   the same as a figure
 
-Exit status: 0 when every checkpoint was evaluated, 1 when some evaluation failed, 2 when the
-input (data, template, model) is unusable.
+Exit status (``calib_tasks.command_line.conventions``): 0 when every checkpoint was evaluated,
+1 when some evaluation failed or the report could not be written, 2 when the input (data,
+template, model) is unusable.
+
+The training options are made from ``TrainConfig``'s fields (``add_options``), so each default
+is written once, there.
 """
 
 from __future__ import annotations
@@ -20,13 +24,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from calib_tasks import task_dir
-from calib_tasks.study.cli import write_study_report
+from calib_tasks.command_line.conventions import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    add_options,
+    option_values,
+    positive_float,
+)
 from calib_tasks.study.layout import StudyLayout
-from calib_tasks.study.runner import PointOutcome, run_points
+from calib_tasks.study.report import StudyReport, write_study_report
+from calib_tasks.study.runner import run_points
 from calib_tasks.study.spec import (
     INSTALLED_PREFIX,
     EvalSettings,
@@ -37,13 +49,19 @@ from calib_tasks.study.spec import (
     resolve_installed,
 )
 from calib_tasks.tune.base import BaseModel, materialize_gguf
-from calib_tasks.tune.compare import TABLE, comparison_markdown, curves, seen_facts, write_figure
+from calib_tasks.tune.compare import (
+    METHOD_LABELS,
+    TABLE,
+    Curves,
+    Fact,
+    comparison_markdown,
+    curves,
+    seen_facts,
+    write_figure,
+)
 from calib_tasks.tune.data import ALPACA, load_template, read_examples
-from calib_tasks.tune.train import METHODS, TRAIN_LOG, TrainConfig, train
+from calib_tasks.tune.train import LEARNING_RATES, METHODS, TRAIN_LOG, TrainConfig, train
 
-EXIT_OK = 0
-EXIT_EVAL_FAILED = 1
-EXIT_BAD_INPUT = 2
 DEFAULT_DATA = task_dir() / "data" / "instructions_mini.jsonl"
 DEFAULT_TASKS = "calib_mmlu_mini,calib_facts_mini,calib_clm_mini"
 EVAL_DTYPE = "float32"
@@ -57,19 +75,9 @@ def _methods(text: str) -> list[str]:
     return list(dict.fromkeys(methods))
 
 
-def _positive(kind: type):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return parse
-
-
 def _limit(text: str) -> float | dict[str, int]:
     if "=" not in text:
-        return _positive(float)(text)
+        return positive_float(text)
     limits = {}
     for piece in text.split(","):
         task, _, n = piece.partition("=")
@@ -113,35 +121,14 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("--out", type=Path, required=True, help="output folder")
     training = p.add_argument_group("training (the same for every method)")
     training.add_argument("--methods", type=_methods, default=list(METHODS), help="full,lora")
-    training.add_argument("--epochs", type=_positive(int), default=3)
-    training.add_argument("--batch-size", type=_positive(int), default=8)
-    training.add_argument(
-        "--max-length", type=_positive(int), default=256, help="tokens per example"
-    )
-    training.add_argument(
-        "--schedule",
-        choices=["linear", "cosine"],
-        default="linear",
-        help="decay after the linear warmup (default linear)",
-    )
-    training.add_argument("--warmup-ratio", type=float, default=0.1)
-    training.add_argument("--weight-decay", type=float, default=0.0)
-    training.add_argument("--lr-full", type=_positive(float), default=2e-5, help="peak LR, full")
-    training.add_argument("--lr-lora", type=_positive(float), default=2e-4, help="peak LR, LoRA")
-    training.add_argument("--lora-r", type=_positive(int), default=8)
-    training.add_argument("--lora-alpha", type=_positive(int), default=16)
-    training.add_argument("--lora-dropout", type=float, default=0.05)
-    training.add_argument(
-        "--lora-target-modules",
-        help="comma-separated module names (default: peft's choice for the architecture)",
-    )
-    training.add_argument("--seed", type=int, default=0)
-    training.add_argument(
-        "--max-steps",
-        type=_positive(int),
-        help="stop each method after this many optimizer steps (quick runs, tests)",
-    )
-    training.add_argument("--device", default="cpu", help="training device (default cpu)")
+    for method, rate in LEARNING_RATES.items():
+        training.add_argument(
+            f"--lr-{method}",
+            type=positive_float,
+            default=rate,
+            help=f"peak learning rate of {METHOD_LABELS[method]} (default {rate:g})",
+        )
+    add_options(training, TrainConfig)
     evaluation = p.add_argument_group("evaluation (through the harness, one point per checkpoint)")
     evaluation.add_argument("--tasks", default=DEFAULT_TASKS, help=f"default {DEFAULT_TASKS}")
     evaluation.add_argument("--num-fewshot", type=int)
@@ -158,23 +145,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _train_config(args: argparse.Namespace, method: str) -> TrainConfig:
-    targets = args.lora_target_modules
     return TrainConfig(
         method=method,  # type: ignore[arg-type]
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.lr_full if method == "full" else args.lr_lora,
-        schedule=args.schedule,
-        warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        max_length=args.max_length,
-        seed=args.seed,
-        max_steps=args.max_steps,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        lora_target_modules=tuple(t.strip() for t in targets.split(",")) if targets else None,
-        device=args.device,
+        learning_rate=getattr(args, f"lr_{method}"),
+        **option_values(args, TrainConfig),
     )
 
 
@@ -232,7 +206,7 @@ def _setup_lines(args: argparse.Namespace, n_examples: int, base: BaseModel) -> 
         f"{args.max_length}, AdamW, weight decay {args.weight_decay}, {warmup}, peak LR "
         f"{args.lr_full:g} (full) / {args.lr_lora:g} (LoRA r={args.lora_r}, "
         f"alpha={args.lora_alpha}, dropout={args.lora_dropout}, targets "
-        f"{args.lora_target_modules or 'peft default'}), seed {args.seed}"
+        f"{','.join(args.lora_target_modules or ['peft default'])}), seed {args.seed}"
         + (f", at most {args.max_steps} steps per method" if args.max_steps else "")
         + ".",
         f"Evaluation: {args.tasks}"
@@ -244,6 +218,25 @@ def _setup_lines(args: argparse.Namespace, n_examples: int, base: BaseModel) -> 
         losses = ", ".join(f"{loss:.3f}" for loss in _epoch_losses(args.out / method))
         lines.append(f"Mean training loss per epoch, {method}: {losses}.")
     return lines
+
+
+def _comparison(
+    points: Sequence[tuple[str, int, PointSpec]],
+    methods: Sequence[str],
+    written: StudyReport | None,
+    seen: Collection[Fact],
+) -> Curves | None:
+    """The curves of the ``points`` (``checkpoint_points``) with results in the study's report,
+    the base model's (epoch 0) under every method; None when no point has any."""
+    if written is None:
+        return None
+    entries: dict[str, dict[int, dict]] = {method: {} for method in methods}
+    for method, epoch, spec in points:
+        if spec.name in written.results:
+            for target in methods if method == "base" else [method]:
+                entries[target][epoch] = written.results[spec.name].entries
+    compared = curves(entries, seen, written.report.options)
+    return compared if compared.rows else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -281,25 +274,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.eval_device or args.device,
     )
     layout = StudyLayout(args.out / "eval")
-    outcomes: list[PointOutcome] = run_points(
-        [PointEntry(spec.name, spec) for _, _, spec in points], settings, layout
-    )
-    results = write_study_report(outcomes, layout)
-    entries: dict[str, dict[int, dict]] = {method: {} for method in args.methods}
-    for method, epoch, spec in points:
-        if spec.name not in results:
-            continue
-        for target in args.methods if method == "base" else [method]:
-            entries[target][epoch] = results[spec.name].entries
-    compared = curves(entries, seen_facts(examples))
-    if not compared.rows:
+    outcomes = run_points([PointEntry(spec.name, spec) for _, _, spec in points], settings, layout)
+    try:
+        written = write_study_report(outcomes, layout)
+    except OSError as error:
+        print(
+            f"calib-tune: cannot write the report into {layout.report_dir}: {error}",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
+    compared = _comparison(points, args.methods, written, seen_facts(examples))
+    if compared is None:
         print(
             f"calib-tune: no checkpoint has results to compare; see {layout.root / 'logs'}",
             file=sys.stderr,
         )
-        return EXIT_EVAL_FAILED
+        return EXIT_SOME_FAILED
     figure = write_figure(compared, args.out)
     setup = _setup_lines(args, len(examples), base)
     (args.out / TABLE).write_text(comparison_markdown(compared, figure, setup), encoding="utf-8")
     print(f"comparison: {args.out / TABLE} and {args.out / figure}.png")
-    return EXIT_OK if len(results) == len(points) else EXIT_EVAL_FAILED
+    return EXIT_OK if all(o.finished for o in outcomes) else EXIT_SOME_FAILED

@@ -13,11 +13,12 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from calib_tasks.report.document import Block, Code, Figure, Heading, Paragraph, Table
-from calib_tasks.report.entries import Entry
-from calib_tasks.report.markdown import render_markdown
-from calib_tasks.report.numbers import EQUAL_WIDTH, TaskNumbers, top_label_numbers
-from calib_tasks.report.summary import ece_with_interval, fmt
+import calib_metrics as cm
+from calib_tasks.render.document import Block, Code, Figure, Heading, Paragraph, Table
+from calib_tasks.render.markdown import render_markdown
+from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
+from calib_tasks.report.entries import Entry, ReportOptions
+from calib_tasks.report.numbers import TaskNumbers, top_label_numbers
 from calib_tasks.study.figures import SeriesPoint, write_metric_grid
 from calib_tasks.tune.data import Example
 
@@ -36,40 +37,48 @@ def seen_facts(examples: Sequence[Example]) -> set[Fact]:
     }
 
 
-def held_out_numbers(entry: Entry, seen: Collection[Fact]) -> TaskNumbers | None:
-    """The entry's numbers on the records whose fact is not in ``seen`` (10 equal-width bins,
-    bootstrap seed 0); None when its records do not name facts, or none or all are seen."""
+def held_out_numbers(
+    entry: Entry, seen: Collection[Fact], options: ReportOptions
+) -> TaskNumbers | None:
+    """The entry's numbers on the records whose fact is not in ``seen``, recomputed with
+    ``options`` (those of the entry); None when its records do not name facts, or none or all
+    are seen."""
     records = entry.records or []
     if not seen or not records or not all("relation" in r and "sub_label" in r for r in records):
         return None
     held = [r for r in records if (str(r["relation"]), str(r["sub_label"])) not in seen]
     if not held or len(held) == len(records):
         return None
-    return top_label_numbers(held, n_bins=10, strategy=EQUAL_WIDTH, seed=0)
+    return top_label_numbers(
+        held, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
+    )
 
 
 @dataclass(frozen=True)
 class Curves:
-    """Row title -> method -> epoch -> numbers."""
+    """Row title -> method -> epoch -> numbers, recomputed from the samples with ``options``."""
 
     rows: dict[str, dict[str, dict[int, TaskNumbers]]]
+    options: ReportOptions
 
 
 def curves(
-    entries: Mapping[str, Mapping[int, Mapping[str, Entry]]], seen: Collection[Fact]
+    entries: Mapping[str, Mapping[int, Mapping[str, Entry]]],
+    seen: Collection[Fact],
+    options: ReportOptions,
 ) -> Curves:
-    """Arrange ``entries`` (method -> epoch -> task -> entry) by task, adding the held-out
-    row of fact tasks (see the module docstring)."""
+    """Arrange ``entries`` (method -> epoch -> task -> entry, recomputed with ``options``) by
+    task, adding the held-out row of fact tasks (see the module docstring)."""
     rows: dict[str, dict[str, dict[int, TaskNumbers]]] = {}
     for method, by_epoch in entries.items():
         for epoch, by_task in sorted(by_epoch.items()):
             for task, entry in sorted(by_task.items()):
                 rows.setdefault(task, {}).setdefault(method, {})[epoch] = entry.numbers
-                held = held_out_numbers(entry, seen)
+                held = held_out_numbers(entry, seen, options)
                 if held is not None:
                     title = f"{task}, held-out facts"
                     rows.setdefault(title, {}).setdefault(method, {})[epoch] = held
-    return Curves(dict(sorted(rows.items())))
+    return Curves(dict(sorted(rows.items())), options)
 
 
 def write_figure(curves: Curves, out_dir: Path) -> str:
@@ -99,7 +108,7 @@ def _table(by_method: Mapping[str, Mapping[int, TaskNumbers]]) -> Table:
     header = ["epoch"]
     for method in methods:
         label = METHOD_LABELS.get(method, method)
-        header += [f"{label} ECE [95% CI]", f"{label} acc", f"{label} conf", f"{label} n"]
+        header += [f"{label} ECE [{LEVEL} CI]", f"{label} acc", f"{label} conf", f"{label} n"]
     epochs = sorted({epoch for points in by_method.values() for epoch in points})
     rows = []
     for epoch in epochs:
@@ -121,14 +130,16 @@ def _table(by_method: Mapping[str, Mapping[int, TaskNumbers]]) -> Table:
 
 def comparison_markdown(curves: Curves, figure: str, setup: Sequence[str]) -> str:
     """``comparison.md``: the run's ``setup`` lines, the figure and one table per row."""
+    options = curves.options
     blocks: list[Block] = [
         Heading("Instruction tuning: full fine-tuning vs LoRA", 1, "comparison"),
         Paragraph(
             [
-                "ECE with 10 equal-width bins and its 95% bootstrap interval (1,000 resamples, "
-                "seed 0), accuracy, mean confidence and n, per task and epoch; epoch 0 is the "
-                "base model. Rows named \u201cheld-out facts\u201d keep only the facts whose "
-                "relation and subject are not among the tuning examples' sources. "
+                f"ECE with {binning_text(options.n_bins, options.binning)} and its {LEVEL} "
+                f"bootstrap interval ({cm.DEFAULT_N_RESAMPLES:,} resamples, seed "
+                f"{options.seed}), accuracy, mean confidence and n, per task and epoch; epoch 0 "
+                "is the base model. Rows named \u201cheld-out facts\u201d keep only the facts "
+                "whose relation and subject are not among the tuning examples' sources. "
                 "Per-checkpoint reliability diagrams: ",
                 Code("eval/report/summary.md"),
                 ".",

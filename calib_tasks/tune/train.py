@@ -23,35 +23,51 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from calib_tasks.command_line.conventions import option, positive_int
 from calib_tasks.tune.base import BaseModel
 from calib_tasks.tune.data import Encoded, Example, PromptTemplate, collate, encode
 
 Method = Literal["full", "lora"]
 Schedule = Literal["linear", "cosine"]
 METHODS: tuple[Method, ...] = ("full", "lora")
+SCHEDULES: tuple[Schedule, ...] = ("linear", "cosine")
+#: The peak learning rate of each method unless given (calib-tune's --lr-full, --lr-lora).
+LEARNING_RATES: dict[Method, float] = {"full": 2e-5, "lora": 2e-4}
 TRAIN_RECORD = "calib_tune_training.json"
 TRAIN_LOG = "train_log.jsonl"
 
 
+def _module_names(text: str) -> tuple[str, ...] | None:
+    return tuple(name.strip() for name in text.split(",") if name.strip()) or None
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on besides the data and the base model."""
+    """Everything a training run depends on besides the data and the base model. Every field
+    but ``method`` and ``learning_rate`` (set per method) is also calib-tune's option of that
+    name (``calib_tasks.command_line.conventions.option``), the same for every method."""
 
     method: Method
-    epochs: int
-    batch_size: int
     learning_rate: float
-    schedule: Schedule = "linear"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_length: int = 256
-    seed: int = 0
-    max_steps: int | None = None
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] | None = None
-    device: str = "cpu"
+    epochs: int = option(3, "epochs over the data", positive_int)
+    batch_size: int = option(8, "examples per optimizer step", positive_int)
+    schedule: Schedule = option("linear", "decay after the linear warmup", choices=SCHEDULES)
+    warmup_ratio: float = option(0.1, "share of the steps that warm the learning rate up", float)
+    weight_decay: float = option(0.0, "AdamW's weight decay", float)
+    max_length: int = option(256, "tokens per example", positive_int)
+    seed: int = option(0, "seed of the example order, LoRA's initial weights and dropout", int)
+    max_steps: int | None = option(
+        None, "stop each method after this many optimizer steps (quick runs, tests)", positive_int
+    )
+    lora_r: int = option(8, "rank of the LoRA adapters", positive_int)
+    lora_alpha: int = option(16, "alpha (scale) of the LoRA adapters", positive_int)
+    lora_dropout: float = option(0.05, "dropout of the LoRA adapters", float)
+    lora_target_modules: tuple[str, ...] | None = option(
+        None,
+        "comma-separated module names (default: peft's choice for the architecture)",
+        _module_names,
+    )
+    device: str = option("cpu", "training device")
 
     def steps_per_epoch(self, n_examples: int) -> int:
         """Optimizer steps of one epoch over ``n_examples`` (the last batch may be short)."""

@@ -1,10 +1,10 @@
-"""Rendering a report document as GitHub-flavoured Markdown."""
+"""Rendering a document as GitHub-flavoured Markdown."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from calib_tasks.report.document import (
+from calib_tasks.render.document import (
     Alert,
     Block,
     Bullets,
@@ -67,7 +67,7 @@ def _block(block: Block) -> list[str]:
         return [f"[![{_escape(block.alt)}]({block.png})]({block.svg})"]
     if isinstance(block, Collapsed):
         return []
-    raise TypeError(f"not a report block: {block!r}")
+    raise TypeError(f"not a document block: {block!r}")
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:

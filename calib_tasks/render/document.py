@@ -1,4 +1,5 @@
-"""A tiny document model shared by summary.md and report.html, so both say the same thing.
+"""A tiny document model: what the commands write as Markdown (summary.md, study.md,
+comparison.md) and as HTML (report.html), so that both forms of a document say the same thing.
 
 A document is a list of blocks; text inside a block is a sequence of inline parts (plain
 strings, ``Code``, ``Link`` and ``Alert``).
@@ -19,7 +20,7 @@ class Code:
 
 @dataclass(frozen=True)
 class Link:
-    """A link to a file of the report (relative to it); in report.html it goes to ``anchor``,
+    """A link to a file next to the document (relative to it); in HTML it goes to ``anchor``,
     the embedded copy, when there is one."""
 
     text: str
@@ -30,7 +31,7 @@ class Link:
 @dataclass(frozen=True)
 class Alert:
     """Text the reader must not miss: a marker such as ``INCOMPLETE: 5 of 20 samples`` (bold
-    in summary.md, bold and red in report.html)."""
+    in Markdown, bold and red in HTML)."""
 
     text: str
 
@@ -41,7 +42,7 @@ Text = Sequence[Inline]
 
 @dataclass(frozen=True)
 class Heading:
-    """A section heading; ``anchor`` is its id in report.html."""
+    """A section heading; ``anchor`` is its id in HTML."""
 
     text: str
     level: int
@@ -73,7 +74,7 @@ class Table:
 
 @dataclass(frozen=True)
 class Figure:
-    """A figure of the report: ``png`` (embedded in report.html) and ``svg``, relative paths."""
+    """A figure: ``png`` (embedded in an HTML page) and ``svg``, paths relative to the document."""
 
     png: str
     svg: str
@@ -82,8 +83,8 @@ class Figure:
 
 @dataclass(frozen=True)
 class Collapsed:
-    """Blocks that report.html folds under ``title`` and summary.md leaves out (they have their
-    own Markdown file, linked from summary.md)."""
+    """Blocks that HTML folds under ``title`` and Markdown leaves out (the Markdown document
+    links to a file of their own instead)."""
 
     title: str
     anchor: str

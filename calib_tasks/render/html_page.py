@@ -1,4 +1,4 @@
-"""Rendering a report document as one self-contained HTML page (figures embedded as PNG)."""
+"""Rendering a document as one self-contained HTML page (figures embedded as PNG)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from calib_tasks.report.document import (
+from calib_tasks.render.document import (
     Alert,
     Block,
     Bullets,
@@ -89,7 +89,7 @@ def _block(block: Block, out_dir: Path) -> str:
             f'<details id="{escape(block.anchor)}"><summary>{escape(block.title)}</summary>\n'
             f"{inner}\n</details>"
         )
-    raise TypeError(f"not a report block: {block!r}")
+    raise TypeError(f"not a document block: {block!r}")
 
 
 def render_html(blocks: Sequence[Block], title: str, out_dir: Path) -> str:
