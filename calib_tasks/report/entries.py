@@ -17,6 +17,7 @@ from typing import Any
 
 import calib_metrics as cm
 from calib_tasks.records import PREDICT_ONLY_KEY
+from calib_tasks.report.logged_choices import RULES, read_choice_records
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import (
     EQUAL_MASS,
@@ -257,7 +258,11 @@ def task_entries(
         return _results_entries(position, run, label, task, filters, len(filters) > 1, notes, why)
     samples = read_samples(samples_path)
     if samples.kind is None and not samples.problems and not is_calib_result(metrics):
-        notes.add(f"{where}: not a calib task (no calib records, no ECE); skipped")
+        output_type = run.configs.get(task, {}).get("output_type")
+        if output_type == "multiple_choice":
+            return _logged_choice_entries(position, run, label, task, samples_path, options, notes)
+        kind = f"output_type {output_type}" if output_type else "no task config in the results file"
+        notes.add(f"{where}: not a calib task and not multiple choice ({kind}); skipped")
         return []
     _note_problems(samples, notes, where)
     if not samples.n_documents:
@@ -287,6 +292,48 @@ def task_entries(
         else:
             filters = [of_filter.key]
             entries += _results_entries(position, run, label, task, filters, several, notes, why)
+    return entries
+
+
+def _logged_choice_entries(
+    position: int,
+    run: Run,
+    label: str,
+    task: str,
+    path: Path,
+    options: ReportOptions,
+    notes: Notes,
+) -> list[Entry]:
+    """Entries ``<task> [sum]`` and ``<task> [norm]`` of a multiple-choice task of a run made
+    without this package, from the option log-likelihoods its samples logged
+    (``logged_choices``)."""
+    where = f"{task} ({label})"
+    delimiter = run.configs.get(task, {}).get("target_delimiter", " ")
+    logged = read_choice_records(path, str(delimiter))
+    for problem in logged.problems[:MAX_LISTED_PROBLEMS]:
+        notes.add(f"{where}: {problem}")
+    if logged.multiple_input:
+        notes.add(
+            f"{where}: the options sit in the context (multiple_input): the length-normalised "
+            "rule is not computable from the logged requests; the summed rule only"
+        )
+    entries = []
+    for rule, records in logged.records.items():
+        if not records:
+            continue
+        name = f"{task} [{rule}]"
+        numbers = top_label_numbers(
+            records, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
+        )
+        origin = f"logged option log-likelihoods, {RULES[rule]} ({len(records)} documents)"
+        entry = Entry(position, run, label, name, numbers, records, origin, run.n_samples.get(task))
+        _note_alerts(entry, path, notes, f"{name} ({label})")
+        entries.append(entry)
+    if entries:
+        notes.add(
+            f"{where}: not a calib task; calibration computed from the option log-likelihoods "
+            f"logged in {path}"
+        )
     return entries
 
 

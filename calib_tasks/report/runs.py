@@ -33,7 +33,8 @@ class RunFiles:
 
 @dataclass(frozen=True)
 class Run:
-    """One run as its results file describes it (empty fields when that file is unusable)."""
+    """One run as its results file describes it (empty fields when that file is unusable);
+    ``configs`` are the harness's task configs (``output_type``, ``target_delimiter``, ...)."""
 
     files: RunFiles
     model: str | None
@@ -41,6 +42,7 @@ class Run:
     metrics: dict[str, dict[str, Any]]
     n_samples: dict[str, int]
     groups: frozenset[str]
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def tasks(self) -> list[str]:
@@ -133,4 +135,9 @@ def read_run(files: RunFiles, notes: Notes) -> Run:
         metrics=metrics,
         n_samples=_n_samples(results),
         groups=_group_names(results),
+        configs={
+            task: values
+            for task, values in (results.get("configs") or {}).items()
+            if isinstance(values, dict)
+        },
     )
