@@ -116,6 +116,21 @@ METRICS: tuple[CalibMetric, ...] = (
         "negative log-likelihood of the gold option (multiple choice)",
     ),
     CalibMetric(
+        "ece_norm",
+        False,
+        {MULTICLASS: lambda pool: cm.ece(*pool.norm_top_label)},
+        "ECE under the length-normalised rule (softmax of log-likelihood / option length, the "
+        "rule of acc_norm)",
+    ),
+    CalibMetric(
+        "brier_norm",
+        False,
+        {
+            MULTICLASS: lambda pool: cm.brier_multiclass(pool.norm_probs, pool.top_label.labels)
+        },
+        "multiclass Brier score under the length-normalised rule",
+    ),
+    CalibMetric(
         "auroc",
         True,
         _items(cm.auroc),

@@ -13,12 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import datasets
-import numpy as np
 from lm_eval.api.instance import Instance
 
-from calib_tasks import metric_table
-from calib_tasks.records import MULTICLASS, TOP_LABEL, top_label_record
-from calib_tasks.task_base import CalibTask, TokenStatsTask, probability
+from calib_tasks.multiple_choice import CalibMultipleChoiceTask
+from calib_tasks.records import TOP_LABEL, top_label_record
+from calib_tasks.task_base import TokenStatsTask, probability
 from calib_tasks.token_stats import TokenStats
 
 LETTERS = ("A", "B", "C", "D")
@@ -100,40 +99,16 @@ def check_doc(doc: Mapping[str, Any]) -> str | None:
     return None
 
 
-def option_probabilities(loglikelihoods: Sequence[float]) -> np.ndarray:
-    """softmax(ll): the option log-likelihoods renormalised over the options."""
-    ll = np.asarray(loglikelihoods, dtype=float)
-    p = np.exp(ll - ll.max())
-    return p / p.sum()
+class CalibMMLUTask(CalibMultipleChoiceTask):
+    """MMLU pooled over subjects, with per-subject first-k few-shot examples: the generic
+    multiple-choice calibration task, its records carrying subject and category."""
 
-
-def process_results(doc: Mapping[str, Any], results: Sequence[tuple[float, bool]]) -> dict:
-    """One top-label record (option probabilities, gold label, subject, category) per question."""
-    lls = [ll for ll, _ in results]
-    probs = option_probabilities(lls)
-    pred = int(np.argmax(lls))  # the stock multiple_choice prediction, bit for bit
-    gold = int(doc["answer"])
-    record = top_label_record(
-        float(probs[pred]),
-        pred == gold,
-        probs=probs.tolist(),
-        label=gold,
-        subject=doc["subject"],
-        category=SUBJECT_CATEGORY[doc["subject"]],
-    )
-    return {"acc": int(pred == gold), **metric_table.metric_values(record, MULTICLASS)}
-
-
-class CalibMMLUTask(CalibTask):
-    """MMLU pooled over subjects, with per-subject first-k few-shot examples."""
-
-    record_kind = MULTICLASS
     check_doc = staticmethod(check_doc)
     fewshot_group_field = "subject"
 
-    def score(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
-        """``process_results`` of the module: one record per question."""
-        return process_results(doc, results)
+    def record_extras(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """The subject and its category, for the report's breakdowns."""
+        return {"subject": doc["subject"], "category": SUBJECT_CATEGORY[doc["subject"]]}
 
 
 class CalibMMLUVocabTask(TokenStatsTask, CalibMMLUTask):

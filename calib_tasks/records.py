@@ -96,12 +96,15 @@ def record_kind(record: Any) -> RecordKind:
 
 @dataclass(frozen=True)
 class PooledTopLabel:
-    """The pooled top-label samples of a task; ``probs``/``labels`` for multiclass records."""
+    """The pooled top-label samples of a task; ``probs``/``labels`` for multiclass records (see
+    ``_padded`` for documents with fewer options), and ``probs_norm`` (the length-normalised rule)
+    when every record has it."""
 
     confidence: np.ndarray
     correct: np.ndarray
     probs: np.ndarray | None
     labels: np.ndarray | None
+    probs_norm: np.ndarray | None = None
 
 
 def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
@@ -112,10 +115,22 @@ def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
     confidence = np.fromiter((r["confidence"] for r in records), float, len(records))
     correct = np.fromiter((r["correct"] for r in records), float, len(records))
     if kind == MULTICLASS:
-        probs = np.asarray([r["probs"] for r in records], dtype=float)
+        probs = _padded([r["probs"] for r in records])
         labels = np.fromiter((r["label"] for r in records), int, len(records))
-        return PooledTopLabel(confidence, correct, probs, labels)
+        norm = None
+        if all("probs_norm" in r for r in records):
+            norm = _padded([r["probs_norm"] for r in records])
+        return PooledTopLabel(confidence, correct, probs, labels, norm)
     return PooledTopLabel(confidence, correct, None, None)
+
+
+def _padded(rows: list[Sequence[float]]) -> np.ndarray:
+    """Option probabilities as an (n, most options) array, a document with fewer options padded
+    with probability 0 (which leaves its Brier score, NLL and top label as they are)."""
+    out = np.zeros((len(rows), max(len(row) for row in rows)))
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
 
 
 def pool_histograms(records: Sequence[Any]) -> list[cm.ConfidenceHistogram]:
@@ -188,6 +203,18 @@ class PooledRecords:
         """``calib_metrics.histogram_metrics`` of the merged document histograms."""
         return cm.histogram_metrics(cm.ConfidenceHistogram.merge(self.histograms))
 
+    @property
+    def norm_probs(self) -> np.ndarray:
+        """The option probabilities of the length-normalised rule (``probs_norm``)."""
+        if self.top_label.probs_norm is None:
+            raise ValueError("the records carry no 'probs_norm' (the length-normalised rule)")
+        return self.top_label.probs_norm
+
+    @functools.cached_property
+    def norm_top_label(self) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence, correct) of the length-normalised rule's prediction."""
+        return cm.top_label_from_probs(self.norm_probs, self.top_label.labels)
+
     @functools.cached_property
     def ece_interval(self) -> cm.ConfidenceInterval:
         """95% bootstrap interval of the pooled ECE: documents resampled for token histograms
@@ -206,8 +233,8 @@ class PooledRecords:
             merged = cm.ConfidenceHistogram.merge(self.histograms)
             reason = cm.histogram_uninformative_reason(merged)
         else:
-            pooled = self.top_label
-            reason = cm.uninformative_reason(pooled.confidence, option_probs=pooled.probs)
+            options = [r["probs"] for r in self.records] if self.kind == MULTICLASS else None
+            reason = cm.uninformative_reason(self.top_label.confidence, option_probs=options)
         if reason is not None:
             eval_logger.warning(
                 "%s: THE SCORES CARRY NO INFORMATION (%s): the backend returned no usable "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 from calib_tasks import package_tasks, task_dir
 
 _MARK = "scans_calib_task_dir"
+# The task managers built through the wrapper, newest last (for ``harness_entry``).
+_task_managers: list[weakref.ref] = []
 _package_tasks_only: ContextVar[bool] = ContextVar("package_tasks_only", default=False)
 
 
@@ -62,6 +65,7 @@ def _scanning_task_dir(init: Callable[..., None]) -> Callable[..., None]:
         if _package_tasks_only.get():
             bound.arguments["include_defaults"] = False
         init(*bound.args, **bound.kwargs)
+        _task_managers.append(weakref.ref(bound.arguments["self"]))
 
     setattr(wrapped, _MARK, True)
     return wrapped
@@ -105,10 +109,31 @@ def _resolves_in_package(name: str, seen: set[str]) -> bool:
     if name in seen:
         return True
     seen.add(name)
-    members = (entry.cfg or {}).get("task") if entry.kind.name == "GROUP" else None
+    config = entry.cfg or {}
+    if "wraps" in config:  # a calib task wrapping another by name (calib_tasks.multiple_choice)
+        return False
+    members = config.get("task") if entry.kind.name == "GROUP" else None
     if not isinstance(members, list):
         return True
     return all(
         _resolves_in_package(member, seen) if isinstance(member, str) else True
         for member in members
     )
+
+
+@functools.cache
+def _harness_index() -> Any:
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def harness_entry(name: str) -> Any:
+    """The index entry of the task ``name`` in the newest task manager of this process that
+    knows it (the one loading the tasks, when ``scan_task_dir`` wraps the harness's), else in a
+    task manager of the harness's tasks built for this (once per process); None if unknown."""
+    for ref in reversed(_task_managers):
+        manager = ref()
+        if manager is not None and name in manager.task_index:
+            return manager.task_index[name]
+    return _harness_index().task_index.get(name)

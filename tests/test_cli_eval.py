@@ -157,3 +157,4 @@ def test_a_package_group_wrapping_a_harness_task_needs_the_harness_index(tmp_pat
     assert not names_only_package_tasks("calib_probe")
     assert not names_only_package_tasks("calib_facts_mini,calib_probe")
     assert names_only_package_tasks("calib_own")
+    assert not names_only_package_tasks("calib_arc_easy")  # wraps the harness's arc_easy

@@ -33,8 +33,8 @@ def _top_label(records):
     return conf, np.array([r["correct"] for r in records], dtype=float)
 
 
-def _options(records):
-    return np.array([r["probs"] for r in records]), np.array([r["label"] for r in records])
+def _options(records, rule="probs"):
+    return np.array([r[rule] for r in records]), np.array([r["label"] for r in records])
 
 
 def _merged(records):
@@ -65,6 +65,12 @@ REFERENCES = {
     ("brier", TOP_LABEL): lambda records: cm.brier_top_label(*_top_label(records)),
     ("brier", MULTICLASS): lambda records: cm.brier_multiclass(*_options(records)),
     ("nll", MULTICLASS): lambda records: cm.nll(*_options(records)),
+    ("ece_norm", MULTICLASS): lambda records: cm.ece(
+        *cm.top_label_from_probs(*_options(records, "probs_norm"))
+    ),
+    ("brier_norm", MULTICLASS): lambda records: cm.brier_multiclass(
+        *_options(records, "probs_norm")
+    ),
     **{
         (key, HISTOGRAM): lambda records, name=name: _tokens(records)[name]
         for key, name in (

@@ -1,0 +1,150 @@
+"""Calibration of any multiple-choice task of the harness, with its own prompt, few-shot, filters.
+
+``CalibMultipleChoiceTask`` is a ``multiple_choice`` task whose documents get one multiclass
+record each (``calib_tasks.records``): the probabilities of every option under two rules, the
+gold index, and the top-label view of the first rule:
+
+* ``probs``: softmax of the options' summed log-likelihoods, the rule of the harness's ``acc``
+  (reported as ``ece``, ``brier``, ...);
+* ``probs_norm``: softmax of the log-likelihoods divided by each option's length in characters,
+  the rule of ``acc_norm`` (reported as ``ece_norm``, ``brier_norm``).
+
+The harness's own ``acc`` / ``acc_norm`` (whatever the task's metric list asks for) come from the
+harness's own ``process_results``, bit for bit. A task YAML wraps a harness task, or one of the
+user's own from ``--include_path``, by name::
+
+    task: calib_arc_easy
+    class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask
+    wraps: arc_easy
+
+Everything of the wrapped task's config is kept (dataset, prompt, choices, target, few-shot,
+filters, metrics) except its name; keys given beside ``wraps`` override it. Before any model
+call every document is checked: choices a non-empty list, the gold option among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from lm_eval.api.task import ConfigurableTask
+
+from calib_tasks import task_paths
+from calib_tasks.records import MULTICLASS, top_label_record
+from calib_tasks.task_base import CalibTask
+
+WRAPS_KEY = "wraps"
+OUTPUT_TYPE = "multiple_choice"
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    """``exp(s - max s) / sum exp(s - max s)``."""
+    e = np.exp(scores - scores.max())
+    return e / e.sum()
+
+
+def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
+    """The full config of the task ``name`` (its YAML, includes and functions resolved) as the
+    task managers of this process index it, for the task ``wrapper`` that wraps it; a name that
+    is unknown, a Python task or not ``multiple_choice`` is an error naming both."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    entry = task_paths.harness_entry(name)
+    if entry is None or entry.yaml_path is None:
+        raise ValueError(f"{wrapper}: wraps {name!r}, which is no task the harness knows")
+    config = dict(load_yaml(entry.yaml_path, resolve_func=True))
+    if "class" in config:
+        raise ValueError(f"{wrapper}: wraps {name!r}, a Python task; only YAML tasks are wrapped")
+    output_type = config.get("output_type")
+    if output_type != OUTPUT_TYPE:
+        raise ValueError(
+            f"{wrapper}: wraps {name!r}, whose output_type is {output_type!r}; calibration of "
+            "the option probabilities needs a multiple_choice task"
+        )
+    for structural in ("task", "tag", "group", "task_alias"):
+        config.pop(structural, None)
+    return config
+
+
+class CalibMultipleChoiceTask(CalibTask):
+    """A harness multiple-choice task with a calibration record per document (module
+    docstring)."""
+
+    record_kind = MULTICLASS
+
+    def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        config = dict(config or {})
+        if WRAPS_KEY in config:
+            own = {k: v for k, v in config.items() if k != WRAPS_KEY}
+            config = {**wrapped_config(config[WRAPS_KEY], str(config.get("task"))), **own}
+        if config.get("output_type") != OUTPUT_TYPE:
+            raise ValueError(
+                f"{config.get('task')}: output_type is {config.get('output_type')!r}; "
+                f"{type(self).__name__} needs a multiple_choice task"
+            )
+        own_results = config.get("process_results")
+        self._stock_results = own_results if callable(own_results) else None
+        super().__init__(config=config, **kwargs)
+        self._check_documents()
+
+    def _check_documents(self) -> None:
+        """Every evaluated document's options and gold, before any model call (once the task
+        is built: the harness sets up ``doc_to_choice`` after loading the data)."""
+        for index, doc in enumerate(self.eval_docs):
+            try:
+                self.options_and_gold(doc)
+            except ValueError as error:
+                raise ValueError(
+                    f"{self.config.task}: document {index} of the evaluated split is invalid: "
+                    f"{error}"
+                ) from None
+
+    def options_and_gold(self, doc: Mapping[str, Any]) -> tuple[list[str], int]:
+        """The document's options (``doc_to_choice``) and gold index, as the harness's
+        ``process_results`` derives it (``doc_to_target``, or ``doc_to_text`` for a task whose
+        options sit in the context); ``ValueError`` when they do not fit together."""
+        choices = self.doc_to_choice(doc)
+        if (
+            not isinstance(choices, list)
+            or not choices
+            or not all(isinstance(c, str) and c for c in choices)
+        ):
+            raise ValueError(
+                f"the choices must be a non-empty list of non-empty strings, got {choices!r}"
+            )
+        gold = self.doc_to_text(doc) if self.multiple_input else self.doc_to_target(doc)
+        if isinstance(gold, str):
+            if gold not in choices:
+                raise ValueError(f"the gold answer {gold!r} is none of the {len(choices)} choices")
+            gold = choices.index(gold)
+        if isinstance(gold, bool) or not isinstance(gold, (int, np.integer)):
+            raise ValueError(f"the gold answer must be an index or a choice, got {gold!r}")
+        if not 0 <= gold < len(choices):
+            raise ValueError(f"the gold index {gold} is out of range for {len(choices)} choices")
+        return choices, int(gold)
+
+    def record_extras(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra record fields for breakdowns (none here; MMLU adds subject and category)."""
+        return {}
+
+    def score(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
+        """The harness's own metrics of the document and its calibration record."""
+        if self._stock_results is not None:  # the wrapped task's own process_results
+            stock = self._stock_results(doc, results)
+        else:
+            stock = ConfigurableTask.process_results(self, doc, results)
+        choices, gold = self.options_and_gold(doc)
+        lls = np.array([ll for ll, _ in results[: len(choices)]], dtype=np.float64)
+        lengths = np.array([float(len(choice)) for choice in choices])
+        probs, probs_norm = softmax(lls), softmax(lls / lengths)
+        pred = int(np.argmax(lls))  # the harness's acc prediction, bit for bit
+        record = top_label_record(
+            float(probs[pred]),
+            pred == gold,
+            probs=probs.tolist(),
+            probs_norm=probs_norm.tolist(),
+            label=gold,
+            **self.record_extras(doc),
+        )
+        return {**stock, **self.calib_values(record)}
