@@ -8,10 +8,13 @@ from pathlib import Path
 
 import lm_eval
 import pytest
+from lm_eval.loggers import EvaluationTracker
 from lm_eval.tasks import TaskManager
 
 from calib_tasks import aggregations, metric_table, task_dir
 from calib_tasks.records import MULTICLASS, TOP_LABEL
+from calib_tasks.report.build import write_report
+from calib_tasks.report.entries import ReportOptions
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -37,7 +40,9 @@ def throwaway_metric(monkeypatch):
 
 
 @pytest.mark.parametrize("task", ["calib_mmlu_mini", "calib_facts_mini"])
-def test_a_new_row_reaches_results_and_samples(throwaway_metric, tiny_long_lm, task):
+def test_a_new_row_reaches_results_samples_and_report(
+    throwaway_metric, tiny_long_lm, task, tmp_path
+):
     manager = TaskManager(include_path=str(task_dir()), include_defaults=False)
     out = lm_eval.simple_evaluate(
         model=tiny_long_lm, tasks=[task], task_manager=manager, limit=5, log_samples=True
@@ -47,6 +52,14 @@ def test_a_new_row_reaches_results_and_samples(throwaway_metric, tiny_long_lm, t
     assert out["results"][task]["test_mean_confidence,none"] == pytest.approx(expected)
     assert out["higher_is_better"][task]["test_mean_confidence"] is False
     assert all(s["test_mean_confidence"] == "<calib record: see 'ece'>" for s in samples)
+    # and the report's table of every metric in the results file
+    tracker = EvaluationTracker(output_path=str(tmp_path / "out"))
+    logged = out.pop("samples")
+    tracker.save_results_aggregated(results=out, samples=logged)
+    tracker.save_results_samples(task_name=task, samples=logged[task])
+    write_report([tmp_path / "out"], tmp_path / "report", ReportOptions())
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "test_mean_confidence" in summary
 
 
 def test_a_row_the_yaml_lists_again_is_an_error(tmp_path):

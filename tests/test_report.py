@@ -93,9 +93,9 @@ def _section(summary: str, task: str) -> str:
 
 
 def _row(summary: str, task: str, label: str) -> list[str]:
-    """The cells of ``label``'s row in the table of ``task``."""
+    """The cells of ``label``'s row in the (first) table of ``task``."""
     lines = _section(summary, task).splitlines()
-    (line,) = [x for x in lines if x.startswith(f"| {label} |")]
+    line = next(x for x in lines if x.startswith(f"| {label} |"))
     return [cell.strip() for cell in line.strip("|").split(" | ")]
 
 

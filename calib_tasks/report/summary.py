@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import calib_metrics as cm
+from calib_tasks import metric_table
 from calib_tasks.render.document import (
     Alert,
     Block,
@@ -183,6 +184,28 @@ def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
     return Paragraph(["".join(parts).strip()])
 
 
+def _results_table(entries: Sequence[Entry]) -> list[Block]:
+    """Every metric of ``calib_tasks.metric_table`` as the runs' results files report it (the
+    tasks' own defaults): so a metric added to the table appears here without more code."""
+    keys = [
+        metric.key
+        for metric in metric_table.METRICS
+        if any(f"{metric.key},none" in e.run.metrics.get(e.task, {}) for e in entries)
+    ]
+    if not keys:
+        return []
+    rows: list[list[Text]] = []
+    for entry in entries:
+        metrics = entry.run.metrics.get(entry.task, {})
+        values = [metrics.get(f"{key},none") for key in keys]
+        cells = [fmt(v) if isinstance(v, (int, float)) else "n/a" for v in values]
+        rows.append([[entry.label], *[[cell] for cell in cells]])
+    return [
+        Paragraph(["Every calibration metric as the results file reports it:"]),
+        Table(["run", *keys], rows, right=frozenset(range(1, len(keys) + 1))),
+    ]
+
+
 def _alert_paragraphs(entry: Entry) -> list[Block]:
     return [Paragraph([Alert(alert)]) for alert in entry.alerts]
 
@@ -256,6 +279,7 @@ def summary_blocks(
         blocks += [
             _task_table(task_entries, files),
             _task_notes(task_entries, options),
+            *_results_table(task_entries),
         ]
         for entry in task_entries:
             entry_files = files[(entry.position, entry.task)]
