@@ -56,7 +56,7 @@ def activate() -> None:
     except Exception as error:  # noqa: BLE001  (the harness must run as before)
         _logger().warning(
             "lm-eval-calibration could not add its tasks to lm_eval (%s: %s); use calib-eval, "
-            "or lm_eval --include_path \"$(calib-eval --task-dir)\"",
+            'or lm_eval --include_path "$(calib-eval --task-dir)"',
             type(error).__name__,
             error,
         )

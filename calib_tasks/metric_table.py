@@ -125,9 +125,7 @@ METRICS: tuple[CalibMetric, ...] = (
     CalibMetric(
         "brier_norm",
         False,
-        {
-            MULTICLASS: lambda pool: cm.brier_multiclass(pool.norm_probs, pool.top_label.labels)
-        },
+        {MULTICLASS: lambda pool: cm.brier_multiclass(pool.norm_probs, pool.top_label.labels)},
         "multiclass Brier score under the length-normalised rule",
     ),
     CalibMetric(

@@ -31,17 +31,11 @@ import numpy as np
 from lm_eval.api.task import ConfigurableTask
 
 from calib_tasks import task_paths
-from calib_tasks.records import MULTICLASS, top_label_record
+from calib_tasks.records import MULTICLASS, choice_record
 from calib_tasks.task_base import CalibTask
 
 WRAPS_KEY = "wraps"
 OUTPUT_TYPE = "multiple_choice"
-
-
-def softmax(scores: np.ndarray) -> np.ndarray:
-    """``exp(s - max s) / sum exp(s - max s)``."""
-    e = np.exp(scores - scores.max())
-    return e / e.sum()
 
 
 def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
@@ -135,16 +129,10 @@ class CalibMultipleChoiceTask(CalibTask):
         else:
             stock = ConfigurableTask.process_results(self, doc, results)
         choices, gold = self.options_and_gold(doc)
-        lls = np.array([ll for ll, _ in results[: len(choices)]], dtype=np.float64)
-        lengths = np.array([float(len(choice)) for choice in choices])
-        probs, probs_norm = softmax(lls), softmax(lls / lengths)
-        pred = int(np.argmax(lls))  # the harness's acc prediction, bit for bit
-        record = top_label_record(
-            float(probs[pred]),
-            pred == gold,
-            probs=probs.tolist(),
-            probs_norm=probs_norm.tolist(),
-            label=gold,
+        record = choice_record(
+            [ll for ll, _ in results[: len(choices)]],
+            gold,
+            lengths=[float(len(choice)) for choice in choices],
             **self.record_extras(doc),
         )
         return {**stock, **self.calib_values(record)}

@@ -76,6 +76,29 @@ def top_label_record(confidence: float, correct: bool, **extras: Any) -> dict[st
     return {"confidence": float(confidence), "correct": int(bool(correct)), **extras}
 
 
+def choice_record(
+    scores: Sequence[float], gold: int, *, lengths: Sequence[float] | None = None, **extras: Any
+) -> dict[str, Any]:
+    """The multiclass record of one multiple-choice document from its option ``scores``
+    (log-likelihoods): ``probs = softmax(scores)``, the top label at the first argmax of the
+    scores (the harness's ``acc`` prediction) and ``label = gold``; with ``lengths`` (each
+    option's length in characters) also ``probs_norm = softmax(scores / lengths)``, the rule of
+    ``acc_norm``."""
+    lls = np.asarray(scores, dtype=np.float64)
+    probs = _softmax(lls)
+    pred = int(np.argmax(lls))
+    if lengths is not None:
+        extras = {"probs_norm": _softmax(lls / np.asarray(lengths, float)).tolist(), **extras}
+    return top_label_record(
+        float(probs[pred]), pred == gold, probs=probs.tolist(), label=gold, **extras
+    )
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    e = np.exp(scores - scores.max())
+    return e / e.sum()
+
+
 def histogram_record(histogram: cm.ConfidenceHistogram, **extras: Any) -> dict[str, Any]:
     """Many token predictions of one document, as sufficient statistics."""
     return {"histogram": histogram.to_dict(), **extras}

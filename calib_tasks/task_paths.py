@@ -65,6 +65,7 @@ def _scanning_task_dir(init: Callable[..., None]) -> Callable[..., None]:
         if _package_tasks_only.get():
             bound.arguments["include_defaults"] = False
         init(*bound.args, **bound.kwargs)
+        _task_managers[:] = [ref for ref in _task_managers if ref() is not None]
         _task_managers.append(weakref.ref(bound.arguments["self"]))
 
     setattr(wrapped, _MARK, True)

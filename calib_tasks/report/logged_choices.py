@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from calib_tasks.records import top_label_record
+from calib_tasks.records import choice_record
 
 RULES = {"sum": "option log-likelihoods", "norm": "length-normalised log-likelihoods"}
 
@@ -73,13 +73,6 @@ def _gold(target: Any, choices: list[str]) -> int:
     raise ValueError(f"target {target!r} is neither an option index nor an option's text")
 
 
-def _record(scores: np.ndarray, gold: int) -> dict[str, Any]:
-    probs = np.exp(scores - scores.max())
-    probs /= probs.sum()
-    pred = int(np.argmax(scores))  # the harness's prediction, ties to the first
-    return top_label_record(float(probs[pred]), pred == gold, probs=probs.tolist(), label=gold)
-
-
 def read_choice_records(path: Path, target_delimiter: str = " ") -> ChoiceRecords:
     """Both rules' records of every usable line of the samples file at ``path``."""
     out = ChoiceRecords()
@@ -113,10 +106,10 @@ def read_choice_records(path: Path, target_delimiter: str = " ") -> ChoiceRecord
             out.problems.append(f"{path}:{number}: {error}")
             continue
         scores = np.asarray(lls)
-        out.records["sum"].append(_record(scores, gold))
+        out.records["sum"].append(choice_record(scores, gold))
         if same_context:
             lengths = np.array([max(len(choice), 1) for choice in choices], dtype=float)
-            out.records["norm"].append(_record(scores / lengths, gold))
+            out.records["norm"].append(choice_record(scores / lengths, gold))
         else:
             out.multiple_input = True
     if out.multiple_input:
