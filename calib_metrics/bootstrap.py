@@ -1,4 +1,4 @@
-"""Bootstrap confidence intervals of top-label metrics.
+"""Bootstrap confidence intervals of top-label metrics: one entry point, ``bootstrap_ci``.
 
 Percentile intervals: the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles (numpy's default
 linear interpolation) of the metric over ``n_resamples`` resamples, widened where needed to
@@ -7,12 +7,14 @@ same upward small-sample bias as the estimate itself (a resample's binned gaps a
 for nearly calibrated data the percentile interval can lie entirely above the estimate.
 
 Randomness comes from ``numpy.random.Generator(PCG64(seed))`` only: the same inputs and seed give
-the same interval. With ``groups``, whole groups (e.g. the documents of a token-level task) are
-resampled with replacement instead of items, which keeps the dependence inside a group.
+the same interval. With ``groups`` (or a sequence of per-group histograms), whole groups (e.g. the
+documents of a token-level task) are resampled with replacement instead of items, which keeps the
+dependence inside a group.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from calib_metrics.binning import equal_width_index
+from calib_metrics._binned import (
+    bin_sums,
+    check_strategy,
+    entry_bins,
+    equal_width_index,
+    item_statistics,
+    metrics_from_statistics,
+)
 from calib_metrics.calibration_errors import ece, ece_one_bin, mce, rms_calibration_error
 from calib_metrics.defaults import (
     DEFAULT_LEVEL,
@@ -28,24 +37,47 @@ from calib_metrics.defaults import (
     DEFAULT_N_RESAMPLES,
     DEFAULT_RESOLUTION,
     DEFAULT_SEED,
+    DEFAULT_STRATEGY,
 )
-from calib_metrics.histogram import (
-    ConfidenceHistogram,
-    item_statistics,
-    metrics_from_statistics,
-    scatter,
-    stacked_entries,
-)
+from calib_metrics.histogram import ConfidenceHistogram
 from calib_metrics.scores import brier_top_label
 from calib_metrics.validation import as_top_label, check_level, check_positive_int
 
 # Most resample-by-group weights held at once (rows x groups) by the group bootstrap.
 _WEIGHTS_PER_CHUNK = 1 << 22
 
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _accuracy(confidence: np.ndarray, correct: np.ndarray) -> float:
+    return float(np.mean(correct))
+
+
+def _mean_confidence(confidence: np.ndarray, correct: np.ndarray) -> float:
+    return float(np.mean(confidence))
+
+
+# The named metrics, the keys of ``histogram_metrics`` but ``n``, as array metrics.
+_NAMED: dict[str, Callable[..., float]] = {
+    "acc": _accuracy,
+    "mean_confidence": _mean_confidence,
+    "ece": ece,
+    "mce": mce,
+    "rms_calibration_error": rms_calibration_error,
+    "ece_one_bin": ece_one_bin,
+    "brier_top_label": brier_top_label,
+}
+# the named metrics that take n_bins and strategy
+_BINNED = ("ece", "mce", "rms_calibration_error")
+
 
 @dataclass(frozen=True)
 class ConfidenceInterval:
-    """A bootstrap percentile interval ``[low, high]`` around ``estimate`` (always inside it)."""
+    """A bootstrap percentile interval ``[low, high]`` around ``estimate`` (always inside it).
+
+    >>> ConfidenceInterval(estimate=0.1, low=0.05, high=0.2, level=0.95, n_resamples=1000)
+    ConfidenceInterval(estimate=0.1, low=0.05, high=0.2, level=0.95, n_resamples=1000)
+    """
 
     estimate: float
     low: float
@@ -55,27 +87,117 @@ class ConfidenceInterval:
 
 
 def bootstrap_ci(
-    metric: Callable[[np.ndarray, np.ndarray], float],
-    confidence: ArrayLike,
-    correct: ArrayLike,
+    confidence: ArrayLike | None = None,
+    correct: ArrayLike | None = None,
     *,
+    histograms: ConfidenceHistogram | Sequence[ConfidenceHistogram] | None = None,
+    metric: str | Metric = "ece",
     groups: ArrayLike | None = None,
+    n_bins: int = DEFAULT_N_BINS,
+    strategy: str = DEFAULT_STRATEGY,
     n_resamples: int = DEFAULT_N_RESAMPLES,
     level: float = DEFAULT_LEVEL,
     seed: int = DEFAULT_SEED,
 ) -> ConfidenceInterval:
-    """Interval of any top-label ``metric(confidence, correct) -> float`` by exact resampling.
+    """Bootstrap interval of a top-label metric, of arrays or of confidence histograms.
 
-    Each resample draws ``n`` item indices uniformly with replacement or, with ``groups`` (one
-    sortable id per item, e.g. a document id), as many groups as there are, uniformly with
-    replacement, taking all their items. With one item per group and ids ``0..n-1`` both draw the
-    same indices. The metric is called once per resample; ``ValueError`` if it returns NaN or
-    inf on one.
+    The data: top-label arrays ``confidence, correct``, optionally with ``groups`` (one sortable
+    id per item, e.g. a document id): whole groups are resampled; or instead ``histograms=``: one
+    ``ConfidenceHistogram`` (its items are resampled) or a sequence of them, one per group (whole
+    groups are resampled; the interval depends on their order, as an item bootstrap depends on
+    the items' order: pass ``canonical_order(histograms)`` for one that does not).
+
+    ``metric``: one of the names ``"acc"``, ``"mean_confidence"``, ``"ece"``, ``"mce"``,
+    ``"rms_calibration_error"``, ``"ece_one_bin"``, ``"brier_top_label"`` (the
+    ``histogram_metrics`` keys; ``n_bins`` and ``strategy`` are the bins of the three binned
+    ones), or any ``metric(confidence, correct) -> float`` of arrays. Resamples are computed:
+
+    * for a name with equal-width bins, vectorised, every resample at once from per-bin
+      statistics. With groups (or per-group histograms) exactly: a resample's per-bin statistics
+      are ``W @ S``, ``W`` the (resamples x groups) counts of each group drawn and ``S`` the
+      per-group, per-bin statistics (empty groups are left out of the draw). Items are resampled
+      from a histogram (for arrays, their ``ConfidenceHistogram`` with ``resolution`` the
+      smallest multiple of ``n_bins`` >= ``DEFAULT_RESOLUTION``): a resample's counts over the
+      non-empty (cell, correctness) entries are multinomial, as under index resampling, and each
+      drawn item carries its entry's mean confidence and mean squared confidence, so per-bin
+      counts and numbers correct are exact and a resample's ECE, MCE, mean confidence and one-bin
+      ECE differ from the index resample's by less than ``1/resolution``. Histograms need
+      ``n_bins`` to divide their resolution.
+    * for a callable, or a name with equal-mass bins (arrays only), by exact resampling: the
+      metric is called once per resample, on ``n`` item indices drawn uniformly with replacement
+      or, with ``groups``, on all the items of as many groups as there are, drawn uniformly with
+      replacement (with one item per group and ids ``0..n-1`` both draw the same indices);
+      ``ValueError`` if it returns NaN or inf on a resample.
+
+    The estimate is the metric of all the data: the array metric itself (bitwise), or the
+    ``histogram_metrics`` of the pooled histograms.
+
+    >>> rng = np.random.default_rng(0)
+    >>> confidence = rng.random(400); correct = rng.random(400) < confidence**2
+    >>> ci = bootstrap_ci(confidence, correct, metric="ece", n_resamples=200)
+    >>> round(ci.estimate, 3), round(ci.low, 3), round(ci.high, 3), ci.level, ci.n_resamples
+    (0.166, 0.137, 0.207, 0.95, 200)
+    >>> ci = bootstrap_ci(confidence, correct, metric=brier_top_label, groups=np.arange(400) % 8)
+    >>> round(ci.estimate, 3), round(ci.low, 3), round(ci.high, 3)
+    (0.17, 0.152, 0.185)
+    >>> docs = [ConfidenceHistogram.from_samples(confidence[i::8], correct[i::8]) for i in range(8)]
+    >>> ci = bootstrap_ci(histograms=docs, metric="ece", n_resamples=200)
+    >>> round(ci.estimate, 3), round(ci.low, 3), round(ci.high, 3)
+    (0.166, 0.143, 0.195)
     """
+    if histograms is not None:
+        if confidence is not None or correct is not None or groups is not None:
+            raise ValueError("give confidence and correct (and groups), or histograms, not both")
+        return _histogram_interval(
+            histograms, metric, n_bins, strategy, n_resamples, check_level(level), seed
+        )
+    if confidence is None or correct is None:
+        raise ValueError("give confidence and correct, or histograms")
     confidence, correct = as_top_label(confidence, correct)
     n_resamples = check_positive_int("n_resamples", n_resamples)
     level = check_level(level)
-    members = None if groups is None else _members(_group_codes(groups, confidence.size))
+    codes = None if groups is None else _group_codes(groups, confidence.size)
+    if isinstance(metric, str) and check_strategy(strategy) == "equal_width":
+        n_bins = check_positive_int("n_bins", n_bins)
+        estimate = _array_metric(metric, n_bins, strategy)(confidence, correct)
+        rng = np.random.Generator(np.random.PCG64(seed))
+        resampled = _binned_resamples(confidence, correct, codes, n_bins, n_resamples, rng)
+        return _interval(estimate, metrics_from_statistics(resampled)[metric], level)
+    return _resampled_interval(
+        _array_metric(metric, n_bins, strategy),
+        confidence,
+        correct,
+        codes,
+        n_resamples,
+        level,
+        seed,
+    )
+
+
+def _array_metric(metric: str | Metric, n_bins: int, strategy: str) -> Metric:
+    """The array metric of a name (with its bins), or the callable itself."""
+    if not isinstance(metric, str):
+        if not callable(metric):
+            raise ValueError(f"metric must be a name or a callable, got {metric!r}")
+        return metric
+    if metric not in _NAMED:
+        raise ValueError(f"metric must be a callable or one of {tuple(_NAMED)}, got {metric!r}")
+    if metric in _BINNED:
+        return functools.partial(_NAMED[metric], n_bins=n_bins, strategy=strategy)
+    return _NAMED[metric]
+
+
+def _resampled_interval(
+    metric: Metric,
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    codes: np.ndarray | None,
+    n_resamples: int,
+    level: float,
+    seed: int,
+) -> ConfidenceInterval:
+    """Exact resampling: the metric called on every resample's items (then on all of them)."""
+    members = None if codes is None else _members(codes)
     rng = np.random.Generator(np.random.PCG64(seed))
     values = np.empty(n_resamples)
     for r in range(n_resamples):
@@ -89,104 +211,65 @@ def bootstrap_ci(
     return _interval(float(metric(confidence, correct)), values, level)
 
 
-def histogram_bootstrap_ci(
+def _binned_resamples(
+    confidence: np.ndarray,
+    correct: np.ndarray,
+    codes: np.ndarray | None,
+    n_bins: int,
+    n_resamples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Per-bin statistics (resamples, 5, n_bins) of resampled arrays: items through their
+    histogram, groups exactly from per-group, per-bin statistics of the items (never a
+    groups x resolution array)."""
+    if codes is None:
+        resolution = n_bins * math.ceil(DEFAULT_RESOLUTION / n_bins)
+        hist = ConfidenceHistogram.from_samples(confidence, correct, resolution=resolution)
+        entries = entry_bins([hist], n_bins)
+        return _item_resamples(entries.bin, entries.statistics, n_bins, n_resamples, rng)
+    bins = equal_width_index(confidence, n_bins)
+    statistics = item_statistics(confidence, correct)
+    per_group = _per_group(codes, bins, statistics, int(codes.max()) + 1, n_bins)
+    return _group_resamples(per_group, n_resamples, rng)
+
+
+def _histogram_interval(
     units: ConfidenceHistogram | Sequence[ConfidenceHistogram],
-    *,
-    n_bins: int = DEFAULT_N_BINS,
-    n_resamples: int = DEFAULT_N_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
-    seed: int = DEFAULT_SEED,
-) -> dict[str, ConfidenceInterval]:
-    """Intervals of every ``histogram_metrics`` key but ``n``, from histograms alone.
-
-    * A sequence: one histogram per group (e.g. document), resampled as whole groups; exact:
-      each resample's per-bin statistics are ``W @ S`` with ``W`` the (resamples x groups) counts
-      of each group drawn and ``S`` the per-group, per-bin statistics. Empty groups carry no
-      information and are left out of the draw. The interval depends on the order of the
-      sequence (as an index bootstrap depends on the order of the items): pass
-      ``canonical_order(histograms)`` for one that does not.
-    * One histogram: items resampled. A resample's counts over the histogram's non-empty
-      (cell, correctness) entries are multinomial, exactly as under index resampling, and each
-      drawn item carries its entry's mean confidence and mean squared confidence. This is index
-      resampling with every drawn ``c`` (and ``c**2``) replaced by its entry's mean: per bin,
-      counts and numbers correct are exact, and a sum of confidences differs from the index
-      resample's by the within-cell spread only, less than ``1/resolution`` per drawn item (so
-      a resample's ECE, MCE, mean confidence and one-bin ECE move by less than
-      ``1/resolution``).
-
-    Estimates are the ``histogram_metrics`` of the pooled samples.
-    """
+    metric: str | Metric,
+    n_bins: int,
+    strategy: str,
+    n_resamples: int,
+    level: float,
+    seed: int,
+) -> ConfidenceInterval:
+    """The interval of a named metric from one histogram (items) or per-group histograms."""
+    if not isinstance(metric, str):
+        raise ValueError("a metric of histograms must be named (a key of histogram_metrics)")
+    _array_metric(metric, n_bins, strategy)  # checks the name
+    if check_strategy(strategy) != "equal_width":
+        raise ValueError(f"histograms have equal-width bins only, got strategy={strategy!r}")
     n_resamples = check_positive_int("n_resamples", n_resamples)
-    level = check_level(level)
     rng = np.random.Generator(np.random.PCG64(seed))
     if isinstance(units, ConfidenceHistogram):
-        entries = stacked_entries([units], n_bins)
-        totals = scatter(entries.bin, entries.statistics, n_bins)
+        entries = entry_bins([units], n_bins)
+        totals = bin_sums(entries.bin, entries.statistics, n_bins)
         resampled = _item_resamples(entries.bin, entries.statistics, n_bins, n_resamples, rng)
     else:
         units = list(units)
-        entries = stacked_entries(units, n_bins)
+        entries = entry_bins(units, n_bins)
         per_group = _per_group(entries.owner, entries.bin, entries.statistics, len(units), n_bins)
         totals = per_group.sum(axis=0)
         per_group = per_group[per_group[:, 0].sum(axis=1) > 0]
         resampled = _group_resamples(per_group, n_resamples, rng)
-    pooled = metrics_from_statistics(totals)
-    estimates = {key: float(value) for key, value in pooled.items() if key != "n"}
-    return _intervals(estimates, metrics_from_statistics(resampled), level)
-
-
-def binned_bootstrap_ci(
-    confidence: ArrayLike,
-    correct: ArrayLike,
-    *,
-    groups: ArrayLike | None = None,
-    n_bins: int = DEFAULT_N_BINS,
-    n_resamples: int = DEFAULT_N_RESAMPLES,
-    level: float = DEFAULT_LEVEL,
-    seed: int = DEFAULT_SEED,
-) -> dict[str, ConfidenceInterval]:
-    """Intervals of every ``histogram_metrics`` key but ``n`` for arrays, at histogram speed.
-
-    Estimates are the exact array metrics (``ece(confidence, correct, n_bins)`` etc., equal-width
-    bins). Without ``groups`` the items are resampled from their ``ConfidenceHistogram`` with
-    ``resolution`` the smallest multiple of ``n_bins`` >= ``DEFAULT_RESOLUTION`` (the one-histogram
-    case of ``histogram_bootstrap_ci``). With ``groups`` (one sortable id per item) whole groups
-    are resampled exactly, from per-group, per-bin statistics computed directly from the arrays
-    (never a groups x resolution array).
-    """
-    confidence, correct = as_top_label(confidence, correct)
-    n_bins = check_positive_int("n_bins", n_bins)
-    n_resamples = check_positive_int("n_resamples", n_resamples)
-    level = check_level(level)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    if groups is None:
-        resolution = n_bins * math.ceil(DEFAULT_RESOLUTION / n_bins)
-        hist = ConfidenceHistogram.from_samples(confidence, correct, resolution)
-        entries = stacked_entries([hist], n_bins)
-        resampled = _item_resamples(entries.bin, entries.statistics, n_bins, n_resamples, rng)
-    else:
-        codes = _group_codes(groups, confidence.size)
-        bins = equal_width_index(confidence, n_bins)
-        statistics = item_statistics(confidence, correct)
-        per_group = _per_group(codes, bins, statistics, int(codes.max()) + 1, n_bins)
-        resampled = _group_resamples(per_group, n_resamples, rng)
-    estimates = {
-        "acc": float(np.mean(correct)),
-        "mean_confidence": float(np.mean(confidence)),
-        "ece": ece(confidence, correct, n_bins),
-        "mce": mce(confidence, correct, n_bins),
-        "rms_calibration_error": rms_calibration_error(confidence, correct, n_bins),
-        "ece_one_bin": ece_one_bin(confidence, correct),
-        "brier_top_label": brier_top_label(confidence, correct),
-    }
-    return _intervals(estimates, metrics_from_statistics(resampled), level)
+    estimate = float(metrics_from_statistics(totals)[metric])
+    return _interval(estimate, metrics_from_statistics(resampled)[metric], level)
 
 
 def _per_group(
     group: np.ndarray, bins: np.ndarray, statistics: np.ndarray, n_groups: int, n_bins: int
 ) -> np.ndarray:
     """Statistics (5, m) of items or entries summed per group and bin: (groups, 5, n_bins)."""
-    summed = scatter(group * n_bins + bins, statistics, n_groups * n_bins)
+    summed = bin_sums(group * n_bins + bins, statistics, n_groups * n_bins)
     return summed.reshape(5, n_groups, n_bins).swapaxes(0, 1)
 
 
@@ -255,12 +338,6 @@ def _draw_groups(
     # output position p of chosen group j maps to item order[starts_j + p - (ends_j - sizes_j)]
     shift = np.repeat(starts[chosen] - ends + chosen_sizes, chosen_sizes)
     return order[np.arange(ends[-1]) + shift]
-
-
-def _intervals(
-    estimates: dict[str, float], resampled: dict[str, np.ndarray], level: float
-) -> dict[str, ConfidenceInterval]:
-    return {key: _interval(value, resampled[key], level) for key, value in estimates.items()}
 
 
 def _interval(estimate: float, values: np.ndarray, level: float) -> ConfidenceInterval:

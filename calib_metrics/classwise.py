@@ -37,7 +37,7 @@ def classwise_ece(
     """
     probs, labels = as_multiclass(probs, labels)
     hot = _one_hot(labels, probs.shape[1])
-    return ece(probs.ravel(), hot.ravel(), n_bins, strategy)
+    return ece(probs.ravel(), hot.ravel(), n_bins=n_bins, strategy=strategy)
 
 
 def static_calibration_error(
@@ -51,5 +51,5 @@ def static_calibration_error(
     """
     probs, labels = as_multiclass(probs, labels)
     hot = _one_hot(labels, probs.shape[1])
-    per_option = [ece(probs[:, j], hot[:, j], n_bins) for j in range(probs.shape[1])]
+    per_option = [ece(probs[:, j], hot[:, j], n_bins=n_bins) for j in range(probs.shape[1])]
     return float(np.mean(per_option))

@@ -16,15 +16,21 @@ individual confidences: equal-mass binning, AUROC, AURC, accuracy at coverage, s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from calib_metrics.binning import ReliabilityBins, equal_width_edges, equal_width_index
-from calib_metrics.calibration_errors import ece_from_gaps, mce_from_gaps, rms_from_gaps
+from calib_metrics._binned import (
+    common_resolution,
+    equal_width_edges,
+    equal_width_index,
+    histogram_statistics,
+    metrics_from_statistics,
+)
+from calib_metrics.binning import ReliabilityBins
 from calib_metrics.defaults import DEFAULT_N_BINS, DEFAULT_RESOLUTION
 from calib_metrics.validation import as_top_label, check_positive_int
 
@@ -43,6 +49,13 @@ class ConfidenceHistogram:
     (int64, 0 wrong or 1 correct), ``count`` (int64, >= 1), ``sum_confidence`` and
     ``sum_sq_confidence`` (float64). Construction validates all of it and raises ``ValueError``
     on a violation (including a mean confidence outside its cell).
+
+    >>> a = ConfidenceHistogram.from_samples([0.12, 0.15, 0.9], [1, 0, 1], resolution=10)
+    >>> a.cell.tolist(), a.correct.tolist(), a.count.tolist()
+    ([1, 1, 9], [0, 1, 1], [1, 1, 1])
+    >>> b = ConfidenceHistogram.from_dict(a.to_dict())  # JSON-friendly round trip
+    >>> (a + b).n, (a + b).count.tolist(), ConfidenceHistogram.empty(10).n
+    (6, [2, 2, 2], 0)
     """
 
     resolution: int
@@ -91,7 +104,7 @@ class ConfidenceHistogram:
 
     @classmethod
     def from_samples(
-        cls, confidence: ArrayLike, correct: ArrayLike, resolution: int = DEFAULT_RESOLUTION
+        cls, confidence: ArrayLike, correct: ArrayLike, *, resolution: int = DEFAULT_RESOLUTION
     ) -> ConfidenceHistogram:
         """Histogram of top-label predictions (no samples give the empty histogram)."""
         confidence, correct = as_top_label(confidence, correct, allow_empty=True)
@@ -110,7 +123,7 @@ class ConfidenceHistogram:
         """Sum of one or more histograms of the same resolution (the histogram of the pooled
         samples: counts exactly, sums to float rounding)."""
         histograms = list(histograms)
-        resolution = _common_resolution(histograms)
+        resolution = common_resolution(histograms)
         return cls._aggregate(
             resolution,
             np.concatenate([2 * h.cell + h.correct for h in histograms]),
@@ -195,121 +208,39 @@ def canonical_order(histograms: Iterable[ConfidenceHistogram]) -> list[Confidenc
     return sorted(histograms, key=key)
 
 
-def histogram_metrics(hist: ConfidenceHistogram, n_bins: int = DEFAULT_N_BINS) -> dict[str, float]:
+def histogram_metrics(
+    hist: ConfidenceHistogram, *, n_bins: int = DEFAULT_N_BINS
+) -> dict[str, float]:
     """Metrics of the histogram's samples with ``n_bins`` equal-width bins: keys ``n`` (an int),
     ``acc``, ``mean_confidence``, ``ece``, ``mce``, ``rms_calibration_error``, ``ece_one_bin``,
     ``brier_top_label``; each equals its array version (``calib_metrics.ece`` etc.) to float
     rounding. ``ValueError`` if ``n_bins`` does not divide the resolution or there are no
-    samples."""
-    statistics = bin_statistics(hist, n_bins)
-    metrics = metrics_from_statistics(statistics)
+    samples.
+
+    >>> hist = ConfidenceHistogram.from_samples([0.75, 0.75, 0.25, 0.25], [1, 0, 0, 0])
+    >>> metrics = histogram_metrics(hist)
+    >>> metrics["n"], metrics["acc"], metrics["ece"], metrics["brier_top_label"]
+    (4, 0.25, 0.25, 0.1875)
+    """
+    metrics = metrics_from_statistics(histogram_statistics(hist, n_bins))
     return {"n": hist.n} | {key: float(value) for key, value in metrics.items() if key != "n"}
 
 
 def reliability_bins_from_histogram(
-    hist: ConfidenceHistogram, n_bins: int = DEFAULT_N_BINS
+    hist: ConfidenceHistogram, *, n_bins: int = DEFAULT_N_BINS
 ) -> ReliabilityBins:
     """The equal-width ``ReliabilityBins`` of the histogram's samples (``n_bins`` must divide the
-    resolution)."""
-    count, sum_correct, sum_confidence, _, _ = bin_statistics(hist, n_bins)
+    resolution).
+
+    >>> hist = ConfidenceHistogram.from_samples([0.25, 0.75, 0.75], [0, 1, 0], resolution=100)
+    >>> bins = reliability_bins_from_histogram(hist, n_bins=2)
+    >>> bins.count.tolist(), bins.accuracy.tolist(), bins.mean_confidence.tolist()
+    ([1, 2], [0.0, 0.5], [0.25, 0.75])
+    """
+    count, sum_correct, sum_confidence, _, _ = histogram_statistics(hist, n_bins)
     return ReliabilityBins(
         equal_width_edges(n_bins), count.astype(np.int64), sum_confidence, sum_correct
     )
-
-
-# Statistics arrays have shape (..., 5, m): their five rows are the count, the sum of correctness,
-# the sum of confidences, the sum of confidences of correct items and the sum of squared
-# confidences, of m items, histogram entries or bins.
-
-
-def item_statistics(confidence: np.ndarray, correct: np.ndarray) -> np.ndarray:
-    """The five statistics of single items: (5, n)."""
-    return np.stack(
-        (np.ones_like(confidence), correct, confidence, confidence * correct, confidence**2)
-    )
-
-
-class Entries(NamedTuple):
-    """The entries of several histograms, concatenated: which histogram each came from, its
-    equal-width bin, and its five statistics (5, m)."""
-
-    owner: np.ndarray
-    bin: np.ndarray
-    statistics: np.ndarray
-
-
-def stacked_entries(histograms: Sequence[ConfidenceHistogram], n_bins: int) -> Entries:
-    """Entries of ``histograms`` (same resolution, a multiple of ``n_bins``) in ``n_bins`` bins."""
-    n_bins = check_positive_int("n_bins", n_bins)
-    resolution = _common_resolution(histograms)
-    if resolution % n_bins:
-        raise ValueError(
-            f"n_bins={n_bins} must divide the histogram resolution {resolution} "
-            "for bins to be unions of cells"
-        )
-    sizes = [h.cell.size for h in histograms]
-    correct = np.concatenate([h.correct for h in histograms]).astype(np.float64)
-    sum_confidence = np.concatenate([h.sum_confidence for h in histograms])
-    count = np.concatenate([h.count for h in histograms]).astype(np.float64)
-    statistics = np.stack(
-        (
-            count,
-            count * correct,
-            sum_confidence,
-            sum_confidence * correct,
-            np.concatenate([h.sum_sq_confidence for h in histograms]),
-        )
-    )
-    return Entries(
-        np.repeat(np.arange(len(histograms)), sizes),
-        np.concatenate([h.cell for h in histograms]) // (resolution // n_bins),
-        statistics,
-    )
-
-
-def bin_statistics(hist: ConfidenceHistogram, n_bins: int) -> np.ndarray:
-    """Per-bin statistics of one histogram: (5, n_bins)."""
-    entries = stacked_entries([hist], n_bins)
-    return scatter(entries.bin, entries.statistics, n_bins)
-
-
-def scatter(index: np.ndarray, statistics: np.ndarray, size: int) -> np.ndarray:
-    """Sum the columns of ``statistics`` (k, m) into ``size`` slots by ``index`` (m,): (k, size)."""
-    return np.stack([np.bincount(index, row, minlength=size) for row in statistics])
-
-
-def metrics_from_statistics(statistics: np.ndarray) -> dict[str, np.ndarray]:
-    """The ``histogram_metrics`` keys from per-bin statistics of shape (..., 5, n_bins),
-    computed over any leading axes; ``ValueError`` if some set of statistics has no samples."""
-    count, sum_correct, sum_confidence, sum_confidence_correct, sum_sq = np.moveaxis(
-        statistics, -2, 0
-    )
-    n = count.sum(axis=-1)
-    if np.any(n == 0):
-        raise ValueError("no samples: the histogram is empty")
-    gap = sum_correct - sum_confidence
-    total_correct, total_confidence = sum_correct.sum(axis=-1), sum_confidence.sum(axis=-1)
-    # sum (c - y)^2 = sum c^2 - 2 sum c y + sum y; clipped at 0 against rounding
-    squared_error = sum_sq.sum(axis=-1) - 2.0 * sum_confidence_correct.sum(axis=-1) + total_correct
-    return {
-        "n": n,
-        "acc": total_correct / n,
-        "mean_confidence": total_confidence / n,
-        "ece": ece_from_gaps(gap, n),
-        "mce": mce_from_gaps(gap, count),
-        "rms_calibration_error": rms_from_gaps(gap, count),
-        "ece_one_bin": np.abs(total_correct - total_confidence) / n,
-        "brier_top_label": np.maximum(squared_error, 0.0) / n,
-    }
-
-
-def _common_resolution(histograms: Sequence[ConfidenceHistogram]) -> int:
-    if not histograms:
-        raise ValueError("no histograms given")
-    resolutions = sorted({h.resolution for h in histograms})
-    if len(resolutions) > 1:
-        raise ValueError(f"histograms have different resolutions: {resolutions}")
-    return resolutions[0]
 
 
 def _column(name: str, values: ArrayLike) -> np.ndarray:

@@ -22,6 +22,9 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     item has a higher confidence than a random wrong one, ties counting 1/2. With only one class
     present it is undefined; 0.5 (no discrimination shown) is returned so that aggregates over
     such a task stay finite.
+
+    >>> auroc([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0])  # 3 of the 4 (correct, wrong) pairs ordered
+    0.75
     """
     sizes, n_wrong = _tie_blocks(*as_top_label(confidence, correct))
     n_correct = sizes - n_wrong
@@ -36,15 +39,23 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
 def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     """Area under the risk-coverage curve: ``mean_{k=1..n} E_k / k``, where ``E_k`` is the number
     of errors among the ``k`` most confident items (expected over random order within ties, i.e.
-    linearly interpolated inside a block of equal confidence). In [0, 1], lower is better."""
+    linearly interpolated inside a block of equal confidence). In [0, 1], lower is better.
+
+    >>> round(aurc([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]), 6)  # (0/1 + 1/2 + 1/3 + 2/4) / 4
+    0.333333
+    """
     errors = _cumulative_errors(*as_top_label(confidence, correct))
     return float(np.mean(errors / np.arange(1, errors.size + 1)))
 
 
-def accuracy_at_coverage(confidence: ArrayLike, correct: ArrayLike, coverage: float) -> float:
+def accuracy_at_coverage(confidence: ArrayLike, correct: ArrayLike, *, coverage: float) -> float:
     """Accuracy of the ``k = ceil(coverage * n)`` most confident items, ``1 - E_k / k`` with the
     tie rule of ``aurc``; ``coverage`` must lie in (0, 1]. ``k`` is computed exactly from the
-    given float, so ``coverage=0.7`` with ``n=10`` keeps 7 items."""
+    given float, so ``coverage=0.7`` with ``n=10`` keeps 7 items.
+
+    >>> accuracy_at_coverage([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0], coverage=0.5)
+    0.5
+    """
     if not 0.0 < coverage <= 1.0:  # also refuses NaN
         raise ValueError(f"coverage must lie in (0, 1], got {coverage!r}")
     errors = _cumulative_errors(*as_top_label(confidence, correct))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from calib_metrics.binning import equal_width_index
+from calib_metrics._binned import equal_width_index
 from calib_metrics.defaults import DEFAULT_N_BINS, DEFAULT_SEED
 from calib_metrics.validation import as_top_label, check_positive_int
 

@@ -36,7 +36,13 @@ _BISECTION_STEPS = 40
 
 def smooth_ece(confidence: ArrayLike, correct: ArrayLike) -> float:
     """Smooth ECE with the automatic bandwidth ``sigma*`` (fixed point ``smECE_sigma = sigma``),
-    in [0, 1]; see the module docstring for the definition, grid and accuracy."""
+    in [0, 1]; see the module docstring for the definition, grid and accuracy.
+
+    >>> round(smooth_ece([0.9] * 4 + [0.2] * 4, [1, 0] * 4), 4)  # over- and underconfident
+    0.2733
+    >>> smooth_ece([0.5, 0.5], [1, 0])  # calibrated
+    0.0
+    """
     confidence, correct = as_top_label(confidence, correct)
     spectrum = np.fft.rfft(_mirrored_residual_mass(confidence, correct))
     low, high = _MIN_BANDWIDTH, 1.0

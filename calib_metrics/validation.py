@@ -25,6 +25,9 @@ def as_top_label(
     Raises ``ValueError`` for: an array that is not 1-D or not numeric, different lengths, no
     samples (unless ``allow_empty``, used for the histogram of an empty document), NaN or inf, a
     confidence outside [0, 1], a correctness other than boolean or 0/1.
+
+    >>> as_top_label([0.5, 1], [True, False])
+    (array([0.5, 1. ]), array([1., 0.]))
     """
     confidence, correct = checked_top_label(confidence, correct, allow_empty=allow_empty)
     return confidence, correct.astype(np.float64, copy=False)
@@ -55,6 +58,9 @@ def as_multiclass(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.n
     ``ROW_SUM_TOLERANCE_PER_CLASS * k``; each label must be an integer in [0, k). Raises
     ``ValueError`` for: wrong ndim, no samples or no classes, NaN or inf, a probability outside
     [0, 1], a row not summing to 1, non-integer labels, different lengths, a label out of range.
+
+    >>> as_multiclass([[0.25, 0.75]], [1])
+    (array([[0.25, 0.75]]), array([1]))
     """
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2:
@@ -88,6 +94,9 @@ def as_multiclass(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.n
 def top_label_from_probs(probs: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Top-label view of multiclass predictions: ``confidence = max_k p_ik`` and
     ``correct = 1[argmax_k p_ik == label_i]`` (on a tie the first maximal class is predicted).
+
+    >>> top_label_from_probs([[0.25, 0.75], [0.6, 0.4]], [1, 1])
+    (array([0.75, 0.6 ]), array([1., 0.]))
     """
     probs, labels = as_multiclass(probs, labels)
     predicted = probs.argmax(axis=1)

@@ -49,7 +49,9 @@ def _documents(seed: int, n_docs: int) -> tuple[list[dict], np.ndarray, np.ndarr
     doc = np.repeat(np.arange(n_docs), sizes)
     records = [
         histogram_record(
-            cm.ConfidenceHistogram.from_samples(confidence[doc == d], correct[doc == d], 100)
+            cm.ConfidenceHistogram.from_samples(
+                confidence[doc == d], correct[doc == d], resolution=100
+            )
         )
         for d in range(n_docs)
     ]
@@ -62,12 +64,12 @@ def test_interleaved_tasks_each_get_their_own_numbers():
     mmlu_values = _task_values(mmlu, TOP_LABEL_KEYS)
     doc_values = _task_values(docs, HISTOGRAM_KEYS)
     top_conf, top_correct = probs.max(axis=1), (probs.argmax(axis=1) == labels).astype(float)
-    top_ci = cm.binned_bootstrap_ci(top_conf, top_correct)["ece"]
+    top_ci = cm.bootstrap_ci(top_conf, top_correct, metric="ece")
     # documents are resampled in their canonical order: the groups numbered in that order
     hists = [cm.ConfidenceHistogram.from_dict(record["histogram"]) for record in docs]
     rank = {id(h): i for i, h in enumerate(cm.canonical_order(hists))}
     canonical_doc = np.array([rank[id(hists[d])] for d in doc])
-    doc_ci = cm.binned_bootstrap_ci(confidence, correct, groups=canonical_doc)["ece"]
+    doc_ci = cm.bootstrap_ci(confidence, correct, metric="ece", groups=canonical_doc)
     expected_mmlu = {
         "ece": cm.ece(top_conf, top_correct),
         "mce": cm.mce(top_conf, top_correct),
@@ -104,13 +106,13 @@ def test_records_equal_in_value_but_distinct_are_pooled_afresh():
 
 def test_one_bootstrap_serves_both_interval_ends(monkeypatch):
     calls = []
-    bootstrap = cm.binned_bootstrap_ci
+    bootstrap = cm.bootstrap_ci
 
     def counting(*args, **kwargs):
         calls.append(1)
         return bootstrap(*args, **kwargs)
 
-    monkeypatch.setattr(record_schema.cm, "binned_bootstrap_ci", counting)
+    monkeypatch.setattr(record_schema.cm, "bootstrap_ci", counting)
     records, *_ = _mmlu_like(3, 200)
     values = _task_values(records, TOP_LABEL_KEYS)
     low = get_aggregation("ece_ci_low")(values["ece_ci_low"])
@@ -149,7 +151,8 @@ def test_uninformative_scores_are_marked_and_named(caplog):
     assert "calib_tied" in warning and "all 20 confidences equal 0.25" in warning
     informative, *_ = _mmlu_like(6, 50)
     assert aggregate(informative) == 0.0
-    ones = [histogram_record(cm.ConfidenceHistogram.from_samples([1.0] * 5, [1, 0, 1, 1, 0], 100))]
+    hist = cm.ConfidenceHistogram.from_samples([1.0] * 5, [1, 0, 1, 1, 0], resolution=100)
+    ones = [histogram_record(hist)]
     assert aggregate(ones * 3) == 1.0
 
 

@@ -1,5 +1,6 @@
 """Bootstrap intervals: containment, determinism, and exact agreement between the generic
-resampling bootstrap and the fast binned/histogram bootstraps that must reproduce it."""
+resampling bootstrap (a callable metric) and the fast binned/histogram paths of a named metric
+that must reproduce it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 import calib_metrics as cm
 
-# the array version of each key of binned_bootstrap_ci, as a metric(confidence, correct)
+# the array version of each named metric of bootstrap_ci, as a metric(confidence, correct)
 ARRAY_METRICS = {
     "acc": lambda c, y: float(np.mean(y)),
     "mean_confidence": lambda c, y: float(np.mean(c)),
@@ -21,6 +22,18 @@ ARRAY_METRICS = {
     "ece_one_bin": cm.ece_one_bin,
     "brier_top_label": cm.brier_top_label,
 }
+
+
+def binned(confidence, correct, **knobs) -> dict[str, cm.ConfidenceInterval]:
+    """The interval of every named metric: bootstrap_ci's fast binned path."""
+    return {key: cm.bootstrap_ci(confidence, correct, metric=key, **knobs) for key in ARRAY_METRICS}
+
+
+def from_histograms(histograms, **knobs) -> dict[str, cm.ConfidenceInterval]:
+    """The interval of every named metric from histograms."""
+    return {
+        key: cm.bootstrap_ci(histograms=histograms, metric=key, **knobs) for key in ARRAY_METRICS
+    }
 
 
 def sample(seed: int, n: int, exponent: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
@@ -46,11 +59,9 @@ def top_label(draw, max_size: int = 60) -> tuple[np.ndarray, np.ndarray]:
 def test_every_interval_contains_its_estimate(data, n_groups, level):
     confidence, correct = data
     groups = None if n_groups == 0 else np.arange(confidence.size) % n_groups
-    intervals = cm.binned_bootstrap_ci(
-        confidence, correct, groups=groups, n_resamples=30, level=level
-    )
+    intervals = binned(confidence, correct, groups=groups, n_resamples=30, level=level)
     intervals["generic ece"] = cm.bootstrap_ci(
-        cm.ece, confidence, correct, groups=groups, n_resamples=30, level=level
+        confidence, correct, metric=cm.ece, groups=groups, n_resamples=30, level=level
     )
     for key, ci in intervals.items():
         assert ci.low <= ci.estimate <= ci.high, key
@@ -67,7 +78,7 @@ def test_interval_is_widened_to_the_estimate_when_the_percentiles_lie_above_it()
         index = rng.integers(0, 300, size=300)
         values.append(cm.ece(confidence[index], correct[index]))
     raw_low, raw_high = np.quantile(values, [0.025, 0.975])
-    ci = cm.bootstrap_ci(cm.ece, confidence, correct)
+    ci = cm.bootstrap_ci(confidence, correct, metric=cm.ece)
     assert raw_low > ci.estimate == cm.ece(confidence, correct)
     assert ci.low == ci.estimate and ci.high == raw_high
 
@@ -75,7 +86,7 @@ def test_interval_is_widened_to_the_estimate_when_the_percentiles_lie_above_it()
 def test_estimates_are_the_exact_array_metrics():
     confidence, correct = sample(2, 1000)
     for groups in (None, np.arange(1000) // 7):
-        intervals = cm.binned_bootstrap_ci(confidence, correct, groups=groups, n_resamples=20)
+        intervals = binned(confidence, correct, groups=groups, n_resamples=20)
         assert set(intervals) == set(ARRAY_METRICS)
         for key, metric in ARRAY_METRICS.items():
             assert intervals[key].estimate == metric(confidence, correct), key  # bitwise
@@ -87,16 +98,16 @@ def test_same_seed_same_interval_different_seed_different_interval():
     hist = cm.ConfidenceHistogram.from_samples(confidence, correct)
     runs = {
         "generic": lambda seed: cm.bootstrap_ci(
-            cm.ece, confidence, correct, n_resamples=200, seed=seed
+            confidence, correct, metric=cm.ece, n_resamples=200, seed=seed
         ),
         "generic groups": lambda seed: cm.bootstrap_ci(
-            cm.ece, confidence, correct, groups=groups, n_resamples=200, seed=seed
+            confidence, correct, metric=cm.ece, groups=groups, n_resamples=200, seed=seed
         ),
-        "binned": lambda seed: cm.binned_bootstrap_ci(confidence, correct, seed=seed)["ece"],
-        "binned groups": lambda seed: cm.binned_bootstrap_ci(
-            confidence, correct, groups=groups, seed=seed
-        )["ece"],
-        "histogram": lambda seed: cm.histogram_bootstrap_ci(hist, seed=seed)["ece"],
+        "binned": lambda seed: cm.bootstrap_ci(confidence, correct, metric="ece", seed=seed),
+        "binned groups": lambda seed: cm.bootstrap_ci(
+            confidence, correct, metric="ece", groups=groups, seed=seed
+        ),
+        "histogram": lambda seed: cm.bootstrap_ci(histograms=hist, metric="ece", seed=seed),
     }
     for name, run in runs.items():
         assert run(0) == run(0), name
@@ -108,15 +119,15 @@ def test_same_seed_same_interval_different_seed_different_interval():
 def test_one_item_per_group_is_the_item_bootstrap():
     confidence, correct = sample(4, 300)
     for key, metric in ARRAY_METRICS.items():
-        items = cm.bootstrap_ci(metric, confidence, correct, n_resamples=100)
+        items = cm.bootstrap_ci(confidence, correct, metric=metric, n_resamples=100)
         groups = cm.bootstrap_ci(
-            metric, confidence, correct, groups=np.arange(300), n_resamples=100
+            confidence, correct, metric=metric, groups=np.arange(300), n_resamples=100
         )
         assert items == groups, key  # the same draws
-        binned = cm.binned_bootstrap_ci(
-            confidence, correct, groups=np.arange(300), n_resamples=100
-        )[key]
-        assert_same_interval(binned, items)
+        fast = cm.bootstrap_ci(
+            confidence, correct, metric=key, groups=np.arange(300), n_resamples=100
+        )
+        assert_same_interval(fast, items)
 
 
 def test_binned_group_bootstrap_is_the_exact_group_bootstrap():
@@ -125,10 +136,10 @@ def test_binned_group_bootstrap_is_the_exact_group_bootstrap():
     confidence, correct = sample(5, 600)
     rng = np.random.default_rng(5)
     groups = np.array([f"doc{g:03d}" for g in rng.integers(0, 45, size=600)])  # unequal sizes
-    binned = cm.binned_bootstrap_ci(confidence, correct, groups=groups, n_resamples=150)
+    fast = binned(confidence, correct, groups=groups, n_resamples=150)
     for key, metric in ARRAY_METRICS.items():
-        exact = cm.bootstrap_ci(metric, confidence, correct, groups=groups, n_resamples=150)
-        assert_same_interval(binned[key], exact)
+        exact = cm.bootstrap_ci(confidence, correct, metric=metric, groups=groups, n_resamples=150)
+        assert_same_interval(fast[key], exact)
 
 
 def test_histogram_bootstraps_equal_the_binned_bootstraps_they_stand_for():
@@ -138,22 +149,24 @@ def test_histogram_bootstraps_equal_the_binned_bootstraps_they_stand_for():
         cm.ConfidenceHistogram.from_samples(confidence[groups == g], correct[groups == g])
         for g in range(60)
     ]
-    from_histograms = cm.histogram_bootstrap_ci(per_group + [cm.ConfidenceHistogram.empty()])
-    from_arrays = cm.binned_bootstrap_ci(confidence, correct, groups=groups)
+    from_groups = from_histograms(per_group + [cm.ConfidenceHistogram.empty()])
+    from_arrays = binned(confidence, correct, groups=groups)
     pooled = cm.ConfidenceHistogram.from_samples(confidence, correct)
-    from_histogram = cm.histogram_bootstrap_ci(pooled)
-    from_items = cm.binned_bootstrap_ci(confidence, correct)
+    from_histogram = from_histograms(pooled)
+    from_items = binned(confidence, correct)
     for key in ARRAY_METRICS:
-        assert_same_interval(from_histograms[key], from_arrays[key])
+        assert_same_interval(from_groups[key], from_arrays[key])
         assert_same_interval(from_histogram[key], from_items[key])
 
 
 def test_item_bootstrap_from_a_histogram_approximates_the_exact_one():
     """Counts per bin are resampled exactly; confidences move by < 1/resolution per item."""
     confidence, correct = sample(7, 2000)
-    approximate = cm.binned_bootstrap_ci(confidence, correct, n_resamples=2000, seed=1)
+    approximate = binned(confidence, correct, n_resamples=2000, seed=1)
     for key in ("ece", "mce", "brier_top_label", "acc"):
-        exact = cm.bootstrap_ci(ARRAY_METRICS[key], confidence, correct, n_resamples=2000, seed=2)
+        exact = cm.bootstrap_ci(
+            confidence, correct, metric=ARRAY_METRICS[key], n_resamples=2000, seed=2
+        )
         tolerance = 0.1 * (exact.high - exact.low) + 1 / cm.DEFAULT_RESOLUTION
         assert approximate[key].low == pytest.approx(exact.low, abs=tolerance), key
         assert approximate[key].high == pytest.approx(exact.high, abs=tolerance), key
@@ -170,7 +183,9 @@ def test_groups_are_resampled_whole():
         resamples.append(c.copy())
         return float(c.size)
 
-    cm.bootstrap_ci(record, confidence, np.ones(confidence.size), groups=groups, n_resamples=50)
+    cm.bootstrap_ci(
+        confidence, np.ones(confidence.size), metric=record, groups=groups, n_resamples=50
+    )
     assert len(resamples) == 51  # 50 resamples, then the estimate
     for c in resamples[:50]:
         drawn = np.round(c * 10 - 0.45).astype(int)  # the group of each item
@@ -182,36 +197,64 @@ def test_groups_are_resampled_whole():
 @pytest.mark.parametrize(
     "call, message",
     [
-        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, level=1.0), r"level must lie in \(0, 1\)"),
-        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, level=0.0), r"level must lie in \(0, 1\)"),
-        (lambda c, y: cm.binned_bootstrap_ci(c, y, level=float("nan")), "level must lie"),
-        (lambda c, y: cm.bootstrap_ci(cm.ece, c, y, n_resamples=0), "n_resamples must be a"),
-        (lambda c, y: cm.binned_bootstrap_ci(c, y, n_resamples=2.5), "n_resamples must be a"),
-        (lambda c, y: cm.binned_bootstrap_ci(c, y, n_bins=0), "n_bins must be a positive"),
         (
-            lambda c, y: cm.bootstrap_ci(cm.ece, c, y, groups=[1, 2]),
+            lambda c, y: cm.bootstrap_ci(c, y, metric=cm.ece, level=1.0),
+            r"level must lie in \(0, 1\)",
+        ),
+        (
+            lambda c, y: cm.bootstrap_ci(c, y, metric=cm.ece, level=0.0),
+            r"level must lie in \(0, 1\)",
+        ),
+        (lambda c, y: cm.bootstrap_ci(c, y, level=float("nan")), "level must lie"),
+        (
+            lambda c, y: cm.bootstrap_ci(c, y, metric=cm.ece, n_resamples=0),
+            "n_resamples must be a",
+        ),
+        (lambda c, y: cm.bootstrap_ci(c, y, n_resamples=2.5), "n_resamples must be a"),
+        (lambda c, y: cm.bootstrap_ci(c, y, n_bins=0), "n_bins must be a positive"),
+        (
+            lambda c, y: cm.bootstrap_ci(c, y, metric=cm.ece, groups=[1, 2]),
             r"groups must have shape \(10,\)",
         ),
         (
-            lambda c, y: cm.binned_bootstrap_ci(c, y, groups=np.zeros((10, 1))),
+            lambda c, y: cm.bootstrap_ci(c, y, groups=np.zeros((10, 1))),
             r"groups must have shape \(10,\)",
         ),
         (
-            lambda c, y: cm.bootstrap_ci(lambda a, b: float("nan"), c, y),
+            lambda c, y: cm.bootstrap_ci(c, y, metric=lambda a, b: float("nan")),
             "the metric returned NaN or inf on a bootstrap resample",
         ),
-        (lambda c, y: cm.binned_bootstrap_ci(c[:3], y), "different lengths"),
-        (lambda c, y: cm.histogram_bootstrap_ci([]), "no histograms given"),
+        (lambda c, y: cm.bootstrap_ci(c[:3], y), "different lengths"),
+        (lambda c, y: cm.bootstrap_ci(histograms=[]), "no histograms given"),
         (
-            lambda c, y: cm.histogram_bootstrap_ci([cm.ConfidenceHistogram.empty()] * 3),
+            lambda c, y: cm.bootstrap_ci(histograms=[cm.ConfidenceHistogram.empty()] * 3),
             "no samples",
         ),
-        (lambda c, y: cm.histogram_bootstrap_ci(cm.ConfidenceHistogram.empty()), "no samples"),
+        (lambda c, y: cm.bootstrap_ci(histograms=cm.ConfidenceHistogram.empty()), "no samples"),
         (
-            lambda c, y: cm.histogram_bootstrap_ci(
-                cm.ConfidenceHistogram.from_samples(c, y, 100), n_bins=30
+            lambda c, y: cm.bootstrap_ci(
+                histograms=cm.ConfidenceHistogram.from_samples(c, y, resolution=100), n_bins=30
             ),
             "n_bins=30 must divide the histogram resolution 100",
+        ),
+        (lambda c, y: cm.bootstrap_ci(c, y, metric="auroc"), "metric must be a callable or one"),
+        (lambda c, y: cm.bootstrap_ci(c, y, strategy="quantile"), "strategy must be one of"),
+        (lambda c, y: cm.bootstrap_ci(c), "give confidence and correct, or histograms"),
+        (
+            lambda c, y: cm.bootstrap_ci(c, y, histograms=cm.ConfidenceHistogram.empty()),
+            "not both",
+        ),
+        (
+            lambda c, y: cm.bootstrap_ci(
+                histograms=cm.ConfidenceHistogram.from_samples(c, y), metric=cm.ece
+            ),
+            "a metric of histograms must be named",
+        ),
+        (
+            lambda c, y: cm.bootstrap_ci(
+                histograms=cm.ConfidenceHistogram.from_samples(c, y), strategy="equal_mass"
+            ),
+            "histograms have equal-width bins only",
         ),
     ],
 )
@@ -223,6 +266,6 @@ def test_bad_arguments_are_refused(call, message):
 
 def test_any_bin_count_works_without_histogram_resolution_constraints():
     confidence, correct = sample(9, 500)
-    intervals = cm.binned_bootstrap_ci(confidence, correct, n_bins=15, n_resamples=50)
-    assert intervals["ece"].estimate == cm.ece(confidence, correct, 15)
+    intervals = binned(confidence, correct, n_bins=15, n_resamples=50)
+    assert intervals["ece"].estimate == cm.ece(confidence, correct, n_bins=15)
     assert intervals["ece"].low <= intervals["ece"].estimate <= intervals["ece"].high

@@ -39,7 +39,9 @@ def top_label(draw, min_size: int = 1, max_size: int = 150) -> tuple[np.ndarray,
 def histogram_of(seed: int, n: int = 500, resolution: int = 100) -> cm.ConfidenceHistogram:
     rng = np.random.default_rng(seed)
     confidence = rng.random(n)
-    return cm.ConfidenceHistogram.from_samples(confidence, rng.random(n) < confidence, resolution)
+    return cm.ConfidenceHistogram.from_samples(
+        confidence, rng.random(n) < confidence, resolution=resolution
+    )
 
 
 def test_from_samples_equals_reference_entries():
@@ -53,7 +55,7 @@ def test_from_samples_equals_reference_entries():
         entries.setdefault((cell, int(y)), []).append(c)
     keys = sorted(entries)
 
-    hist = cm.ConfidenceHistogram.from_samples(confidence, correct, resolution)
+    hist = cm.ConfidenceHistogram.from_samples(confidence, correct, resolution=resolution)
     assert hist.resolution == resolution and hist.n == confidence.size
     assert list(zip(hist.cell.tolist(), hist.correct.tolist(), strict=True)) == keys
     assert hist.count.tolist() == [len(entries[key]) for key in keys]
@@ -67,15 +69,15 @@ def test_from_samples_equals_reference_entries():
 def test_histogram_metrics_equal_array_metrics(data, grid):
     confidence, correct = data
     resolution, n_bins = grid
-    hist = cm.ConfidenceHistogram.from_samples(confidence, correct, resolution)
-    metrics = cm.histogram_metrics(hist, n_bins)
+    hist = cm.ConfidenceHistogram.from_samples(confidence, correct, resolution=resolution)
+    metrics = cm.histogram_metrics(hist, n_bins=n_bins)
     assert metrics["n"] == confidence.size
     expected = {
         "acc": correct.mean(),
         "mean_confidence": confidence.mean(),
-        "ece": cm.ece(confidence, correct, n_bins),
-        "mce": cm.mce(confidence, correct, n_bins),
-        "rms_calibration_error": cm.rms_calibration_error(confidence, correct, n_bins),
+        "ece": cm.ece(confidence, correct, n_bins=n_bins),
+        "mce": cm.mce(confidence, correct, n_bins=n_bins),
+        "rms_calibration_error": cm.rms_calibration_error(confidence, correct, n_bins=n_bins),
         "ece_one_bin": cm.ece_one_bin(confidence, correct),
         "brier_top_label": cm.brier_top_label(confidence, correct),
     }
@@ -83,8 +85,8 @@ def test_histogram_metrics_equal_array_metrics(data, grid):
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
-    bins = cm.reliability_bins_from_histogram(hist, n_bins)
-    array_bins = cm.reliability_bins(confidence, correct, n_bins)
+    bins = cm.reliability_bins_from_histogram(hist, n_bins=n_bins)
+    array_bins = cm.reliability_bins(confidence, correct, n_bins=n_bins)
     np.testing.assert_array_equal(bins.count, array_bins.count)
     np.testing.assert_array_equal(bins.edges, array_bins.edges)
     np.testing.assert_allclose(bins.sum_confidence, array_bins.sum_confidence, atol=1e-12)
@@ -94,7 +96,7 @@ def test_histogram_metrics_equal_array_metrics(data, grid):
 @settings(max_examples=100, deadline=None)
 @given(top_label(min_size=0), st.sampled_from([1, 7, 100, 1000]))
 def test_dict_round_trip_through_json(data, resolution):
-    hist = cm.ConfidenceHistogram.from_samples(*data, resolution)
+    hist = cm.ConfidenceHistogram.from_samples(*data, resolution=resolution)
     as_dict = hist.to_dict()
     assert as_dict["resolution"] == resolution
     assert len(as_dict["cell"]) == np.count_nonzero(hist.count)  # sparse: non-empty only
@@ -110,9 +112,11 @@ def test_dict_round_trip_through_json(data, resolution):
 def test_merge_of_two_halves_equals_histogram_of_the_whole(data, draw):
     confidence, correct = data
     split = draw.draw(st.integers(0, confidence.size))
-    whole = cm.ConfidenceHistogram.from_samples(confidence, correct, 100)
-    first = cm.ConfidenceHistogram.from_samples(confidence[:split], correct[:split], 100)
-    second = cm.ConfidenceHistogram.from_samples(confidence[split:], correct[split:], 100)
+    whole = cm.ConfidenceHistogram.from_samples(confidence, correct, resolution=100)
+    first = cm.ConfidenceHistogram.from_samples(confidence[:split], correct[:split], resolution=100)
+    second = cm.ConfidenceHistogram.from_samples(
+        confidence[split:], correct[split:], resolution=100
+    )
     for merged in (
         cm.ConfidenceHistogram.merge([first, second]),
         second + first,
@@ -128,7 +132,7 @@ def test_merge_of_two_halves_equals_histogram_of_the_whole(data, draw):
 def test_empty_histogram():
     empty = cm.ConfidenceHistogram.empty(50)
     assert empty.n == 0 and empty.resolution == 50 and empty.cell.size == 0
-    from_nothing = cm.ConfidenceHistogram.from_samples([], [], 50)
+    from_nothing = cm.ConfidenceHistogram.from_samples([], [], resolution=50)
     assert from_nothing.to_dict() == empty.to_dict()
     hist = histogram_of(0, resolution=50)
     assert (hist + empty).to_dict() == hist.to_dict()
@@ -147,11 +151,11 @@ def test_histogram_is_immutable():
 def test_histogram_metrics_need_bins_that_are_unions_of_cells():
     hist = histogram_of(2, resolution=100)
     with pytest.raises(ValueError, match="n_bins=15 must divide the histogram resolution 100"):
-        cm.histogram_metrics(hist, 15)
+        cm.histogram_metrics(hist, n_bins=15)
     with pytest.raises(ValueError, match="n_bins=3 must divide"):
-        cm.reliability_bins_from_histogram(hist, 3)
+        cm.reliability_bins_from_histogram(hist, n_bins=3)
     with pytest.raises(ValueError, match="n_bins must be a positive integer"):
-        cm.histogram_metrics(hist, 0)
+        cm.histogram_metrics(hist, n_bins=0)
 
 
 def test_merge_errors():

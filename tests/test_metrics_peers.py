@@ -40,7 +40,9 @@ def test_binned_errors_equal_torchmetrics(seed, n_bins, norm):
     theirs = binary_calibration_error(
         torch.from_numpy(confidence), torch.from_numpy(correct.astype(np.int64)), n_bins, norm
     )
-    assert NORMS[norm](confidence, correct, n_bins) == pytest.approx(float(theirs), abs=1e-12)
+    assert NORMS[norm](confidence, correct, n_bins=n_bins) == pytest.approx(
+        float(theirs), abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -34,18 +34,18 @@ def top_label(draw, min_size: int = 1, max_size: int = 120) -> tuple[np.ndarray,
 
 
 def every_metric(confidence, correct, n_bins=10, strategy="equal_width") -> dict[str, float]:
-    binned = (confidence, correct, n_bins, strategy)
+    bins = {"n_bins": n_bins, "strategy": strategy}
     return {
-        "ece": cm.ece(*binned),
-        "mce": cm.mce(*binned),
-        "rms": cm.rms_calibration_error(*binned),
-        "debiased_l2": cm.debiased_l2_calibration_error(*binned),
+        "ece": cm.ece(confidence, correct, **bins),
+        "mce": cm.mce(confidence, correct, **bins),
+        "rms": cm.rms_calibration_error(confidence, correct, **bins),
+        "debiased_l2": cm.debiased_l2_calibration_error(confidence, correct, **bins),
         "ece_one_bin": cm.ece_one_bin(confidence, correct),
         "smooth_ece": cm.smooth_ece(confidence, correct),
         "brier": cm.brier_top_label(confidence, correct),
         "auroc": cm.auroc(confidence, correct),
         "aurc": cm.aurc(confidence, correct),
-        "accuracy_at_half": cm.accuracy_at_coverage(confidence, correct, 0.5),
+        "accuracy_at_half": cm.accuracy_at_coverage(confidence, correct, coverage=0.5),
     }
 
 
@@ -73,7 +73,9 @@ def test_unbinned_metrics_in_their_ranges(data):
     assert 0.0 <= m["auroc"] <= 1.0
     assert 0.0 <= m["aurc"] <= 1.0
     assert 0.0 <= m["accuracy_at_half"] <= 1.0
-    assert cm.accuracy_at_coverage(confidence, correct, 1.0) == pytest.approx(correct.mean())
+    assert cm.accuracy_at_coverage(confidence, correct, coverage=1.0) == pytest.approx(
+        correct.mean()
+    )
 
 
 @settings(max_examples=100, deadline=None)

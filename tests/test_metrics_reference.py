@@ -139,7 +139,7 @@ def test_binned_metrics_equal_reference(case, strategy, n_bins):
     n = confidence.size
     members = ref_members(confidence, correct, n_bins, strategy)
 
-    bins = cm.reliability_bins(confidence, correct, n_bins, strategy)
+    bins = cm.reliability_bins(confidence, correct, n_bins=n_bins, strategy=strategy)
     assert bins.n == n
     np.testing.assert_array_equal(bins.count, [len(m) for m in members])
     np.testing.assert_allclose(bins.sum_confidence, [sum(c for c, _ in m) for m in members])
@@ -154,12 +154,16 @@ def test_binned_metrics_equal_reference(case, strategy, n_bins):
         else:  # numpy forms the position as (n - 1) * (i / B): rounding differs slightly
             assert stored == pytest.approx(float(exact), rel=0, abs=1e-12)
 
-    args = (confidence, correct, n_bins, strategy)
-    assert cm.ece(*args) == pytest.approx(ref_ece(members, n), rel=1e-12, abs=1e-15)
-    assert cm.mce(*args) == pytest.approx(ref_mce(members, n), rel=1e-12, abs=1e-15)
-    assert cm.rms_calibration_error(*args) == pytest.approx(ref_rms(members, n), rel=1e-12)
+    args, bins_of = (confidence, correct), {"n_bins": n_bins, "strategy": strategy}
+    assert cm.ece(*args, **bins_of) == pytest.approx(ref_ece(members, n), rel=1e-12, abs=1e-15)
+    assert cm.mce(*args, **bins_of) == pytest.approx(ref_mce(members, n), rel=1e-12, abs=1e-15)
+    assert cm.rms_calibration_error(*args, **bins_of) == pytest.approx(
+        ref_rms(members, n), rel=1e-12
+    )
     expected = ref_debiased(members, n)
-    assert cm.debiased_l2_calibration_error(*args) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert cm.debiased_l2_calibration_error(*args, **bins_of) == pytest.approx(
+        expected, rel=1e-9, abs=1e-12
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -182,7 +186,7 @@ def test_unbinned_top_label_metrics_equal_reference(case):
     for coverage in (1e-9, 0.1, 0.35, 0.7, 1.0):
         k = math.ceil(Fraction(coverage) * n)
         errors = ref_expected_errors(confidence.tolist(), correct.tolist(), k)
-        assert cm.accuracy_at_coverage(confidence, correct, coverage) == pytest.approx(
+        assert cm.accuracy_at_coverage(confidence, correct, coverage=coverage) == pytest.approx(
             1 - errors / k, rel=1e-12
         )
 
@@ -191,7 +195,7 @@ def test_accuracy_at_coverage_counts_items_exactly():
     # 0.7 * 10 is 7.000000000000001 in floating point: a naive ceil would keep 8 items
     confidence = np.linspace(1.0, 0.1, 10)
     correct = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0])
-    assert cm.accuracy_at_coverage(confidence, correct, 0.7) == pytest.approx(6 / 7)
+    assert cm.accuracy_at_coverage(confidence, correct, coverage=0.7) == pytest.approx(6 / 7)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -250,7 +254,7 @@ EDGE_NEIGHBOURS = sorted(
 def test_equal_width_bin_is_exactly_floor_of_c_times_b(n_bins):
     """Doubles one ulp around every edge: float c * B rounds some of them onto the edge."""
     confidence = np.array(EDGE_NEIGHBOURS)
-    bins = cm.reliability_bins(confidence, np.zeros(confidence.size), n_bins)
+    bins = cm.reliability_bins(confidence, np.zeros(confidence.size), n_bins=n_bins)
     expected = np.zeros(n_bins, dtype=int)
     for c in EDGE_NEIGHBOURS:
         expected[min(math.floor(Fraction(c) * n_bins), n_bins - 1)] += 1
@@ -261,7 +265,7 @@ def test_equal_width_bin_is_exactly_floor_of_c_times_b(n_bins):
 def test_equal_mass_ties_never_split_and_duplicate_edges_leave_bins_empty():
     # quantile positions 1.8, 3.6, 5.4, 7.2 of the sorted values: edges 0.2, 0.2, 0.48, 0.9
     confidence = np.array([0.2] * 6 + [0.9] * 4)
-    bins = cm.reliability_bins(confidence, np.ones(10), 5, "equal_mass")
+    bins = cm.reliability_bins(confidence, np.ones(10), n_bins=5, strategy="equal_mass")
     np.testing.assert_allclose(bins.edges, [0.0, 0.2, 0.2, 0.48, 0.9, 1.0], rtol=1e-12)
     # all six 0.2s in bin 2, the highest bin whose left edge is 0.2; bin 1 is [0.2, 0.2)
     np.testing.assert_array_equal(bins.count, [0, 0, 6, 0, 4])

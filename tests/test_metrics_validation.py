@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 import calib_metrics as cm
+from calib_metrics.validation import as_top_label
 
 TOP_LABEL_FUNCTIONS = {
-    "as_top_label": cm.as_top_label,
+    "as_top_label": as_top_label,
     "reliability_bins": cm.reliability_bins,
     "ece": cm.ece,
     "ece equal_mass": lambda c, y: cm.ece(c, y, strategy="equal_mass"),
@@ -20,10 +21,10 @@ TOP_LABEL_FUNCTIONS = {
     "brier_top_label": cm.brier_top_label,
     "auroc": cm.auroc,
     "aurc": cm.aurc,
-    "accuracy_at_coverage": lambda c, y: cm.accuracy_at_coverage(c, y, 0.5),
+    "accuracy_at_coverage": lambda c, y: cm.accuracy_at_coverage(c, y, coverage=0.5),
     "histogram": cm.ConfidenceHistogram.from_samples,
-    "bootstrap_ci": lambda c, y: cm.bootstrap_ci(cm.ece, c, y, n_resamples=2),
-    "binned_bootstrap_ci": lambda c, y: cm.binned_bootstrap_ci(c, y, n_resamples=2),
+    "bootstrap_ci callable": lambda c, y: cm.bootstrap_ci(c, y, metric=cm.ece, n_resamples=2),
+    "bootstrap_ci named": lambda c, y: cm.bootstrap_ci(c, y, n_resamples=2),
 }
 
 BAD_TOP_LABEL = {
@@ -67,13 +68,13 @@ def test_empty_top_label_input(function):
 
 
 def test_histogram_of_no_samples_is_the_empty_histogram():
-    assert cm.ConfidenceHistogram.from_samples([], [], 20).to_dict() == (
+    assert cm.ConfidenceHistogram.from_samples([], [], resolution=20).to_dict() == (
         cm.ConfidenceHistogram.empty(20).to_dict()
     )
 
 
 def test_as_top_label_returns_float_zero_one_arrays():
-    confidence, correct = cm.as_top_label([0.25, 1], np.array([True, False]))
+    confidence, correct = as_top_label([0.25, 1], np.array([True, False]))
     assert confidence.dtype == correct.dtype == np.float64
     assert correct.tolist() == [1.0, 0.0] and confidence.tolist() == [0.25, 1.0]
 
@@ -133,23 +134,23 @@ BINNED_FUNCTIONS = [
 @pytest.mark.parametrize("function", BINNED_FUNCTIONS)
 def test_bad_bin_count(function, n_bins):
     with pytest.raises(ValueError, match=f"n_bins must be a positive integer, got {n_bins!r}"):
-        function([0.5, 0.2], [1, 0], n_bins)
+        function([0.5, 0.2], [1, 0], n_bins=n_bins)
 
 
 @pytest.mark.parametrize("function", BINNED_FUNCTIONS)
 def test_unknown_strategy(function):
     message = r"strategy must be one of \('equal_width', 'equal_mass'\), got 'quantile'"
     with pytest.raises(ValueError, match=message):
-        function([0.5, 0.2], [1, 0], 10, "quantile")
+        function([0.5, 0.2], [1, 0], n_bins=10, strategy="quantile")
 
 
 @pytest.mark.parametrize("coverage", [0.0, -0.5, 1.5, float("nan")])
 def test_bad_coverage(coverage):
     with pytest.raises(ValueError, match=r"coverage must lie in \(0, 1\]"):
-        cm.accuracy_at_coverage([0.5, 0.2], [1, 0], coverage)
+        cm.accuracy_at_coverage([0.5, 0.2], [1, 0], coverage=coverage)
 
 
 @pytest.mark.parametrize("resolution", [0, 2.0, False])
 def test_bad_histogram_resolution(resolution):
     with pytest.raises(ValueError, match="resolution must be a positive integer"):
-        cm.ConfidenceHistogram.from_samples([0.5], [1], resolution)
+        cm.ConfidenceHistogram.from_samples([0.5], [1], resolution=resolution)

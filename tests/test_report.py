@@ -110,7 +110,7 @@ def test_report_numbers_match_calib_metrics_on_the_samples(runs, tmp_path, capsy
     for label, run_dir in runs.items():
         records = _records(run_dir)
         confidence, correct = _arrays(records)
-        interval = cm.binned_bootstrap_ci(confidence, correct)["ece"]
+        interval = cm.bootstrap_ci(confidence, correct, metric="ece")
         probs = [r["probs"] for r in records]
         labels = [r["label"] for r in records]
         row = _row(summary, TASK, label)
@@ -186,9 +186,12 @@ def test_equal_mass_binning(runs, tmp_path, capsys) -> None:
     )
     assert code == 0
     confidence, correct = _arrays(_records(runs[SMALL_LABEL]))
-    estimate = cm.ece(confidence, correct, 5, "equal_mass")
+    estimate = cm.ece(confidence, correct, n_bins=5, strategy="equal_mass")
     interval = cm.bootstrap_ci(
-        lambda c, y: cm.ece(c, y, 5, "equal_mass"), confidence, correct, seed=3
+        confidence,
+        correct,
+        metric=lambda c, y: cm.ece(c, y, n_bins=5, strategy="equal_mass"),
+        seed=3,
     )
     assert _row(summary, TASK, SMALL_LABEL)[3] == _ci_text(estimate, interval)
     assert "5 equal-mass bins" in summary
@@ -354,7 +357,7 @@ def test_runs_of_different_tasks_and_histogram_records(runs, tmp_path, capsys) -
     ]
     merged = cm.ConfidenceHistogram.merge(hists)
     metrics = cm.histogram_metrics(merged)
-    interval = cm.histogram_bootstrap_ci(cm.canonical_order(hists))["ece"]
+    interval = cm.bootstrap_ci(histograms=cm.canonical_order(hists), metric="ece")
     row = _row(summary, "calib_clm_mini", "pythia-1.4b")
     assert row[1] == str(merged.n)
     assert row[2] == f"{metrics['acc']:.3f}"
@@ -618,7 +621,7 @@ def test_predict_only_run_is_reported_from_its_samples(tmp_path, capsys) -> None
     code, summary, stderr = _report([run_dir], tmp_path / "report", capsys=capsys)
     assert code == 0
     confidence, correct = _arrays(records)
-    interval = cm.binned_bootstrap_ci(confidence, correct)["ece"]
+    interval = cm.bootstrap_ci(confidence, correct, metric="ece")
     row = _row(summary, TASK, LABEL_160M)
     assert row[1] == "20"
     assert row[3] == _ci_text(cm.ece(confidence, correct), interval)

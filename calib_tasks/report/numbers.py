@@ -64,10 +64,8 @@ def ece_interval(
     """Bootstrap interval of the ECE with the given binning (calib_metrics' default level and
     resamples): the histogram-speed item bootstrap for equal-width bins (what the tasks
     report), exact item resampling otherwise."""
-    if strategy == EQUAL_WIDTH:
-        return cm.binned_bootstrap_ci(confidence, correct, n_bins=n_bins, seed=seed)["ece"]
     return cm.bootstrap_ci(
-        lambda c, y: cm.ece(c, y, n_bins, strategy), confidence, correct, seed=seed
+        confidence, correct, metric="ece", n_bins=n_bins, strategy=strategy, seed=seed
     )
 
 
@@ -92,10 +90,10 @@ def top_label_numbers(
         documents=len(records),
         acc=float(correct.mean()),
         mean_confidence=float(confidence.mean()),
-        ece=cm.ece(confidence, correct, n_bins, strategy),
+        ece=cm.ece(confidence, correct, n_bins=n_bins, strategy=strategy),
         ece_low=interval.low,
         ece_high=interval.high,
-        mce=cm.mce(confidence, correct, n_bins, strategy),
+        mce=cm.mce(confidence, correct, n_bins=n_bins, strategy=strategy),
         brier=float(brier),
         brier_kind=brier_kind,
         auroc=cm.auroc(confidence, correct),
@@ -115,9 +113,9 @@ def histogram_numbers(
     bins only), interval from resampling documents with ``seed``."""
     merged = cm.ConfidenceHistogram.merge(histograms)
     metrics = cm.histogram_metrics(merged, n_bins=n_bins)
-    interval = cm.histogram_bootstrap_ci(cm.canonical_order(histograms), n_bins=n_bins, seed=seed)[
-        "ece"
-    ]
+    interval = cm.bootstrap_ci(
+        histograms=cm.canonical_order(histograms), metric="ece", n_bins=n_bins, seed=seed
+    )
     return TaskNumbers(
         source="samples",
         n=int(metrics["n"]),
