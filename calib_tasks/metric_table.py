@@ -15,6 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import calib_metrics as cm
+from calib_metrics.classwise import classwise_ece, static_calibration_error
+from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
+from calib_tasks.confidence_rules import RULES, RULES_SETTING, SUM, Rule, rules_setting
+from calib_tasks.recalibrators import (
+    RECALIBRATORS,
+    Recalibrator,
+    out_of_fold_top_label,
+    recalibration_setting,
+)
 from calib_tasks.records import (
     HISTOGRAM,
     MULTICLASS,
@@ -40,6 +49,12 @@ class CalibMetric:
     higher_is_better: bool
     compute: Mapping[RecordKind, Compute]
     description: str
+    #: The confidence rule (``calib_tasks.confidence_rules``) whose probabilities the metric
+    #: reads; a task reports the row only when it computes that rule.
+    rule: Rule = SUM
+    #: The recalibrator (``calib_tasks.recalibrators``) the metric is computed after; a task
+    #: reports the row only when it fits that recalibrator.
+    recalibrator: Recalibrator | None = None
 
     @property
     def aggregation(self) -> str:
@@ -68,6 +83,94 @@ def _tokens(key: str) -> dict[RecordKind, Compute]:
 
 def _every_kind(compute: Compute) -> dict[RecordKind, Compute]:
     return {TOP_LABEL: compute, MULTICLASS: compute, HISTOGRAM: compute}
+
+
+def _rule_top_label(fn: Callable[[Any, Any], float], rule: Rule) -> dict[RecordKind, Compute]:
+    """``fn(confidence, correct)`` of ``rule``'s prediction on multiclass records."""
+    return {MULTICLASS: lambda pool: fn(*pool.rule_top_label(rule))}
+
+
+def _rule_options(fn: Callable[[Any, Any], float], rule: Rule) -> dict[RecordKind, Compute]:
+    """``fn(probs, labels)`` on ``rule``'s option probabilities of multiclass records."""
+    return {MULTICLASS: lambda pool: fn(pool.rule_probs(rule), pool.top_label.labels)}
+
+
+def _per_rule() -> tuple[CalibMetric, ...]:
+    """The metrics computed under every confidence rule; the ``sum`` rule's ``ece`` and
+    ``brier`` are rows of their own (they apply to every record kind)."""
+    rows = []
+    for rule in RULES:
+        if rule is not SUM:
+            rows.append(
+                CalibMetric(
+                    rule.key("ece"),
+                    False,
+                    _rule_top_label(cm.ece, rule),
+                    f"ECE under the {rule.name} rule",
+                    rule,
+                )
+            )
+        if rule.normalised:
+            if rule is not SUM:
+                rows.append(
+                    CalibMetric(
+                        rule.key("brier"),
+                        False,
+                        _rule_options(cm.brier_multiclass, rule),
+                        f"multiclass Brier score under the {rule.name} rule",
+                        rule,
+                    )
+                )
+            rows += [
+                CalibMetric(
+                    rule.key("classwise_ece"),
+                    False,
+                    _rule_options(classwise_ece, rule),
+                    f"ECE of every option's probability against whether it is the gold one "
+                    f"({rule.name} rule; the GPT-4 report's convention)",
+                    rule,
+                ),
+                CalibMetric(
+                    rule.key("sce"),
+                    False,
+                    _rule_options(static_calibration_error, rule),
+                    f"static calibration error: mean over options of each option's ECE "
+                    f"({rule.name} rule; Nixon et al. 2019)",
+                    rule,
+                ),
+            ]
+        helm = _items if rule is SUM else lambda fn, rule=rule: _rule_top_label(fn, rule)
+        rows += [
+            CalibMetric(
+                rule.key("helm_ece_10_bin"),
+                False,
+                helm(helm_ece_equal_mass),
+                f"HELM's ece_10_bin: 10 equal-mass bins, midpoint edges ({rule.name} rule)",
+                rule,
+            ),
+            CalibMetric(
+                rule.key("helm_selective_acc_10"),
+                True,
+                helm(helm_selective_accuracy),
+                f"HELM's selective_acc@10: accuracy of the 10% most confident ({rule.name} rule)",
+                rule,
+            ),
+        ]
+    return tuple(rows)
+
+
+def _recalibrated() -> tuple[CalibMetric, ...]:
+    """The ECE after each recalibrator, cross-fitted."""
+    return tuple(
+        CalibMetric(
+            f"ece_recal_{r.name}",
+            False,
+            {kind: lambda pool, r=r: cm.ece(*out_of_fold_top_label(pool, r)) for kind in r.kinds},
+            f"ECE after cross-fitted {r.name} recalibration ({r.description})",
+            recalibrator=r,
+        )
+        for r in RECALIBRATORS
+    )
 
 
 METRICS: tuple[CalibMetric, ...] = (
@@ -116,19 +219,6 @@ METRICS: tuple[CalibMetric, ...] = (
         "negative log-likelihood of the gold option (multiple choice)",
     ),
     CalibMetric(
-        "ece_norm",
-        False,
-        {MULTICLASS: lambda pool: cm.ece(*pool.norm_top_label)},
-        "ECE under the length-normalised rule (softmax of log-likelihood / option length, the "
-        "rule of acc_norm)",
-    ),
-    CalibMetric(
-        "brier_norm",
-        False,
-        {MULTICLASS: lambda pool: cm.brier_multiclass(pool.norm_probs, pool.top_label.labels)},
-        "multiclass Brier score under the length-normalised rule",
-    ),
-    CalibMetric(
         "auroc",
         True,
         _items(cm.auroc),
@@ -141,27 +231,68 @@ METRICS: tuple[CalibMetric, ...] = (
         "1 when the scores carry no information (all confidences equal, or every option tied): "
         "the calibration numbers are then no measurement",
     ),
+    *_per_rule(),
+    *_recalibrated(),
 )
 
 
-def metrics_for(kind: RecordKind) -> tuple[CalibMetric, ...]:
-    """The rows of ``METRICS`` that apply to records of ``kind``, in table order."""
-    return tuple(metric for metric in METRICS if kind in metric.compute)
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a task computes besides its record kind's plain rows: the confidence rules and the
+    recalibrators of its settings (``confidence_rules``, ``recalibrators``)."""
+
+    rules: tuple[Rule, ...] = (SUM,)
+    recalibrators: tuple[Recalibrator, ...] = ()
 
 
-def metric_list(kind: RecordKind) -> list[dict[str, Any]]:
-    """The harness ``metric_list`` entries of a task whose records are of ``kind``."""
+def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKind) -> TaskSettings:
+    """A task's settings from its ``metadata`` (``calib_rules``, ``calib_recalibration``): an
+    error naming rule or recalibrator and task when the task cannot compute it (a rule other
+    than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``)."""
+    if kind != MULTICLASS and RULES_SETTING not in (metadata or {}):
+        return TaskSettings((SUM,), recalibration_setting(metadata, task, kind))
+    rules = rules_setting(metadata, task)
+    if kind != MULTICLASS and rules != (SUM,):
+        raise ValueError(
+            f"{task}: confidence rule(s) {[r.name for r in rules if r is not SUM]} of "
+            f"{RULES_SETTING} apply to multiple-choice tasks only (this task's records are "
+            f"{kind}); set the rules in the multiple-choice tasks' own YAML metadata, or run "
+            "them apart"
+        )
+    return TaskSettings(rules, recalibration_setting(metadata, task, kind))
+
+
+def metrics_for(
+    kind: RecordKind, settings: TaskSettings = TaskSettings()
+) -> tuple[CalibMetric, ...]:
+    """The rows of ``METRICS`` that apply to records of ``kind`` under ``settings``, in table
+    order."""
+    return tuple(
+        m
+        for m in METRICS
+        if kind in m.compute
+        and m.rule in settings.rules
+        and (m.recalibrator is None or m.recalibrator in settings.recalibrators)
+    )
+
+
+def metric_list(kind: RecordKind, settings: TaskSettings = TaskSettings()) -> list[dict[str, Any]]:
+    """The harness ``metric_list`` entries of a task whose records are of ``kind``, under
+    ``settings``."""
     return [
         {
             "metric": metric.key,
             "aggregation": metric.aggregation,
             "higher_is_better": metric.higher_is_better,
         }
-        for metric in metrics_for(kind)
+        for metric in metrics_for(kind, settings)
     ]
 
 
-def metric_values(record: dict[str, Any], kind: RecordKind) -> dict[str, Any]:
-    """A document's values of every metric of ``kind``: ``record`` under ``RECORD_KEY`` and a
-    ``SharedRecord`` reference to it under every other key (see ``calib_tasks.records``)."""
-    return share_record(record, [metric.key for metric in metrics_for(kind)])
+def metric_values(
+    record: dict[str, Any], kind: RecordKind, settings: TaskSettings = TaskSettings()
+) -> dict[str, Any]:
+    """A document's values of every metric of ``kind`` under ``settings``: ``record`` under
+    ``RECORD_KEY`` and a ``SharedRecord`` reference to it under every other key (see
+    ``calib_tasks.records``)."""
+    return share_record(record, [metric.key for metric in metrics_for(kind, settings)])

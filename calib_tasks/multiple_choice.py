@@ -1,13 +1,13 @@
 """Calibration of any multiple-choice task of the harness, with its own prompt, few-shot, filters.
 
 ``CalibMultipleChoiceTask`` is a ``multiple_choice`` task whose documents get one multiclass
-record each (``calib_tasks.records``): the probabilities of every option under two rules, the
-gold index, and the top-label view of the first rule:
-
-* ``probs``: softmax of the options' summed log-likelihoods, the rule of the harness's ``acc``
-  (reported as ``ece``, ``brier``, ...);
-* ``probs_norm``: softmax of the log-likelihoods divided by each option's length in characters,
-  the rule of ``acc_norm`` (reported as ``ece_norm``, ``brier_norm``).
+record each (``calib_tasks.records``): the probabilities of every option under each confidence
+rule the task computes (``calib_tasks.confidence_rules``; by default ``sum``, the rule of the
+harness's ``acc``, reported as ``ece``, ``brier``, ..., and ``norm``, the rule of ``acc_norm``,
+reported as ``ece_norm``, ...), the options' log-likelihoods, the gold index, and the top-label
+view of the ``sum`` rule. Under the ``min`` rule the task sends ``token_stats`` requests in place
+of its ``loglikelihood`` ones (the same requests, the same forward passes), whose responses the
+harness's ``process_results`` reads as the pair it expects.
 
 The harness's own ``acc`` / ``acc_norm`` (whatever the task's metric list asks for) come from the
 harness's own ``process_results``, bit for bit. A task YAML wraps a harness task, or one of the
@@ -24,15 +24,19 @@ call every document is checked: choices a non-empty list, the gold option among 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from lm_eval.api.instance import Instance
 from lm_eval.api.task import ConfigurableTask
 
 from calib_tasks import task_paths
+from calib_tasks.confidence_rules import OptionScores, letter_option_problem, rule_named
 from calib_tasks.records import MULTICLASS, choice_record
 from calib_tasks.task_base import CalibTask
+from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
 WRAPS_KEY = "wraps"
 OUTPUT_TYPE = "multiple_choice"
@@ -80,6 +84,11 @@ class CalibMultipleChoiceTask(CalibTask):
         own_results = config.get("process_results")
         self._stock_results = own_results if callable(own_results) else None
         super().__init__(config=config, **kwargs)
+        self._per_token = rule_named("min") in self.settings.rules
+        self._letters = rule_named("letter") in self.settings.rules
+        if self._per_token:  # checked against the run's backend before any request (preflight)
+            self.request_type = REQUEST_TYPE
+            self.request_type_reason = "its confidence rule 'min' needs per-token scores"
         self._check_documents()
 
     def _check_documents(self) -> None:
@@ -87,7 +96,10 @@ class CalibMultipleChoiceTask(CalibTask):
         is built: the harness sets up ``doc_to_choice`` after loading the data)."""
         for index, doc in enumerate(self.eval_docs):
             try:
-                self.options_and_gold(doc)
+                choices, _ = self.options_and_gold(doc)
+                problem = letter_option_problem(choices) if self._letters else None
+                if problem is not None:
+                    raise ValueError(f"{problem} (confidence rule 'letter')")
             except ValueError as error:
                 raise ValueError(
                     f"{self.config.task}: document {index} of the evaluated split is invalid: "
@@ -122,6 +134,13 @@ class CalibMultipleChoiceTask(CalibTask):
         """Extra record fields for breakdowns (none here; MMLU adds subject and category)."""
         return {}
 
+    def construct_requests(self, doc: dict, ctx: Any, **kwargs: Any) -> list[Instance]:
+        """The harness's requests; under the ``min`` rule each as a ``token_stats`` request."""
+        requests = super().construct_requests(doc, ctx, **kwargs)
+        if not self._per_token:
+            return requests
+        return [dataclasses.replace(r, request_type=REQUEST_TYPE) for r in requests]
+
     def score(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
         """The harness's own metrics of the document and its calibration record."""
         if self._stock_results is not None:  # the wrapped task's own process_results
@@ -129,10 +148,20 @@ class CalibMultipleChoiceTask(CalibTask):
         else:
             stock = ConfigurableTask.process_results(self, doc, results)
         choices, gold = self.options_and_gold(doc)
-        record = choice_record(
-            [ll for ll, _ in results[: len(choices)]],
-            gold,
-            lengths=[float(len(choice)) for choice in choices],
-            **self.record_extras(doc),
+        options = results[: len(choices)]
+        scores = OptionScores(
+            [ll for ll, _ in options],
+            [float(len(choice)) for choice in choices],
+            self._min_token_logprobs(options) if self._per_token else None,
         )
+        record = choice_record(scores, gold, self.settings.rules, **self.record_extras(doc))
         return {**stock, **self.calib_values(record)}
+
+    def _min_token_logprobs(self, options: list[Any]) -> list[float]:
+        """Each option's smallest token log-probability, from its ``token_stats`` response."""
+        if not all(isinstance(r, TokenStats) and r.n > 0 for r in options):
+            raise ValueError(
+                f"{self.config.task}: the min rule needs a token_stats response with at least "
+                f"one scored token per option, got {[type(r).__name__ for r in options]}"
+            )
+        return [float(r.true_logprob.min()) for r in options]

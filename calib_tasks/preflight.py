@@ -39,7 +39,9 @@ def check_run(lm: Any, task_dict: Any) -> None:
             try:
                 check_backend(lm)
             except UnsupportedBackendError as error:
-                raise UnsupportedBackendError(f"task {task.config.task!r}: {error}") from None
+                reason = getattr(task, "request_type_reason", None)
+                why = f" ({reason})" if reason else ""
+                raise UnsupportedBackendError(f"task {task.config.task!r}{why}: {error}") from None
             return
 
 

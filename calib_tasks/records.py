@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 import calib_metrics as cm
+from calib_tasks.confidence_rules import SUM, OptionScores, Rule
 
 RECORD_KEY = "ece"
 #: Where a record goes instead under ``--predict_only``, which renames every metric ``bypass``
@@ -77,26 +78,22 @@ def top_label_record(confidence: float, correct: bool, **extras: Any) -> dict[st
 
 
 def choice_record(
-    scores: Sequence[float], gold: int, *, lengths: Sequence[float] | None = None, **extras: Any
+    scores: OptionScores, gold: int, rules: Sequence[Rule] = (SUM,), **extras: Any
 ) -> dict[str, Any]:
-    """The multiclass record of one multiple-choice document from its option ``scores``
-    (log-likelihoods): ``probs = softmax(scores)``, the top label at the first argmax of the
-    scores (the harness's ``acc`` prediction) and ``label = gold``; with ``lengths`` (each
-    option's length in characters) also ``probs_norm = softmax(scores / lengths)``, the rule of
-    ``acc_norm``."""
-    lls = np.asarray(scores, dtype=np.float64)
-    probs = _softmax(lls)
+    """The multiclass record of one multiple-choice document: under ``probs`` the ``sum`` rule's
+    option probabilities (softmax of the log-likelihoods), under each other rule of ``rules`` its
+    own (``Rule.field``), the options' log-likelihoods under ``loglikelihoods`` (what temperature
+    scaling rescales), ``label = gold``, and the top label at the first argmax of the
+    log-likelihoods (the harness's ``acc`` prediction)."""
+    lls = [float(ll) for ll in scores.loglikelihoods]
+    probs = SUM.probabilities(scores)
     pred = int(np.argmax(lls))
-    if lengths is not None:
-        extras = {"probs_norm": _softmax(lls / np.asarray(lengths, float)).tolist(), **extras}
+    for rule in rules:
+        if rule is not SUM:
+            extras = {rule.field: rule.probabilities(scores), **extras}
     return top_label_record(
-        float(probs[pred]), pred == gold, probs=probs.tolist(), label=gold, **extras
+        probs[pred], pred == gold, probs=probs, label=gold, loglikelihoods=lls, **extras
     )
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    e = np.exp(scores - scores.max())
-    return e / e.sum()
 
 
 def histogram_record(histogram: cm.ConfidenceHistogram, **extras: Any) -> dict[str, Any]:
@@ -120,14 +117,12 @@ def record_kind(record: Any) -> RecordKind:
 @dataclass(frozen=True)
 class PooledTopLabel:
     """The pooled top-label samples of a task; ``probs``/``labels`` for multiclass records (see
-    ``_padded`` for documents with fewer options), and ``probs_norm`` (the length-normalised rule)
-    when every record has it."""
+    ``padded_options`` for documents with fewer options)."""
 
     confidence: np.ndarray
     correct: np.ndarray
     probs: np.ndarray | None
     labels: np.ndarray | None
-    probs_norm: np.ndarray | None = None
 
 
 def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
@@ -138,16 +133,13 @@ def pool_top_label(records: Sequence[Any]) -> PooledTopLabel:
     confidence = np.fromiter((r["confidence"] for r in records), float, len(records))
     correct = np.fromiter((r["correct"] for r in records), float, len(records))
     if kind == MULTICLASS:
-        probs = _padded([r["probs"] for r in records])
+        probs = padded_options([r["probs"] for r in records])
         labels = np.fromiter((r["label"] for r in records), int, len(records))
-        norm = None
-        if all("probs_norm" in r for r in records):
-            norm = _padded([r["probs_norm"] for r in records])
-        return PooledTopLabel(confidence, correct, probs, labels, norm)
+        return PooledTopLabel(confidence, correct, probs, labels)
     return PooledTopLabel(confidence, correct, None, None)
 
 
-def _padded(rows: list[Sequence[float]]) -> np.ndarray:
+def padded_options(rows: Sequence[Sequence[float]]) -> np.ndarray:
     """Option probabilities as an (n, most options) array, a document with fewer options padded
     with probability 0 (which leaves its Brier score, NLL and top label as they are)."""
     out = np.zeros((len(rows), max(len(row) for row in rows)))
@@ -204,6 +196,7 @@ class PooledRecords:
         self.records = unwrap_records(records)
         self.kind = records_kind(self.records)
         self.task = task
+        self._rule_probs: dict[str, np.ndarray] = {}
 
     def holds(self, records: list[Any]) -> bool:
         """Whether ``records`` (unwrapped) are exactly this pool's record objects, in order."""
@@ -226,17 +219,30 @@ class PooledRecords:
         """``calib_metrics.histogram_metrics`` of the merged document histograms."""
         return cm.histogram_metrics(cm.ConfidenceHistogram.merge(self.histograms))
 
-    @property
-    def norm_probs(self) -> np.ndarray:
-        """The option probabilities of the length-normalised rule (``probs_norm``)."""
-        if self.top_label.probs_norm is None:
-            raise ValueError("the records carry no 'probs_norm' (the length-normalised rule)")
-        return self.top_label.probs_norm
+    def rule_probs(self, rule: Rule) -> np.ndarray:
+        """The option probabilities of ``rule`` (its record field), padded like ``probs``; a
+        ``ValueError`` naming the task when a record lacks them."""
+        if rule is SUM:
+            return self.top_label.probs
+        if rule.field not in self._rule_probs:
+            missing = next((i for i, r in enumerate(self.records) if rule.field not in r), None)
+            if missing is not None:
+                raise ValueError(
+                    f"{self.task or 'a calib task'}: sample {missing} has no {rule.field!r} "
+                    f"(the {rule.name} rule's probabilities)"
+                )
+            self._rule_probs[rule.field] = padded_options([r[rule.field] for r in self.records])
+        return self._rule_probs[rule.field]
 
-    @functools.cached_property
-    def norm_top_label(self) -> tuple[np.ndarray, np.ndarray]:
-        """(confidence, correct) of the length-normalised rule's prediction."""
-        return cm.top_label_from_probs(self.norm_probs, self.top_label.labels)
+    def rule_top_label(self, rule: Rule) -> tuple[np.ndarray, np.ndarray]:
+        """(confidence, correct) of ``rule``'s prediction: the first option of highest
+        probability under the rule, and its probability."""
+        if rule is SUM:
+            return self.top_label.confidence, self.top_label.correct
+        probs = self.rule_probs(rule)
+        pred = probs.argmax(axis=1)
+        confidence = np.minimum(probs[np.arange(pred.size), pred], 1.0)
+        return confidence, (pred == self.top_label.labels).astype(float)
 
     @functools.cached_property
     def ece_interval(self) -> cm.ConfidenceInterval:
@@ -244,8 +250,8 @@ class PooledRecords:
         (in their canonical order, so however a data-parallel run ordered them), items otherwise
         (seeded, so the same records give the same interval)."""
         if self.kind == HISTOGRAM:
-            return cm.histogram_bootstrap_ci(cm.canonical_order(self.histograms))["ece"]
-        return cm.binned_bootstrap_ci(self.top_label.confidence, self.top_label.correct)["ece"]
+            return cm.bootstrap_ci(histograms=cm.canonical_order(self.histograms), metric="ece")
+        return cm.bootstrap_ci(self.top_label.confidence, self.top_label.correct, metric="ece")
 
     @functools.cached_property
     def uninformative_reason(self) -> str | None:

@@ -17,11 +17,14 @@ from calib_tasks.records import PREDICT_ONLY_KEY, RECORD_KEY, RecordKind
 from calib_tasks.token_stats import REQUEST_TYPE
 
 
-def _with_calib_metrics(config: Mapping[str, Any], kind: RecordKind) -> list[dict[str, Any]]:
+def _with_calib_metrics(
+    config: Mapping[str, Any], kind: RecordKind, settings: metric_table.TaskSettings
+) -> list[dict[str, Any]]:
     """The task's own ``metric_list`` (e.g. the harness's ``acc``) and, after it, the metric
-    table's rows for ``kind``; a row that the YAML lists again is an error naming it."""
+    table's rows for ``kind`` and ``settings``; a row that the YAML lists again is an error
+    naming it."""
     own = list(config.get("metric_list") or [])
-    calib = metric_table.metric_list(kind)
+    calib = metric_table.metric_list(kind, settings)
     twice = {entry.get("metric") for entry in own} & {entry["metric"] for entry in calib}
     if twice:
         raise ValueError(
@@ -47,13 +50,22 @@ class CalibTask(ConfigurableTask):
     """
 
     fewshot_group_field: str | None = None
+    #: The confidence rules and recalibrators the task computes (``metric_table.task_settings``,
+    #: from the ``calib_rules`` and ``calib_recalibration`` keys of its ``metadata``).
+    settings: metric_table.TaskSettings
     #: The kind of record the task emits: its calibration metrics are the rows of
     #: ``metric_table.METRICS`` that apply to it.
     record_kind: RecordKind
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config = {k: v for k, v in (config or {}).items() if k != "class"}
-        config["metric_list"] = _with_calib_metrics(config, self.record_kind)
+        metadata = config.get("metadata")
+        self.settings = metric_table.task_settings(
+            metadata if isinstance(metadata, Mapping) else None,
+            str(config.get("task")),
+            self.record_kind,
+        )
+        config["metric_list"] = _with_calib_metrics(config, self.record_kind, self.settings)
         # A non-None process_results makes the harness take metric_list entries as aggregations
         # only; otherwise it looks each metric up, falling back to the hub.
         config["process_results"] = f"{type(self).__qualname__}.process_results"
@@ -86,7 +98,7 @@ class CalibTask(ConfigurableTask):
 
     def calib_values(self, record: dict[str, Any]) -> dict[str, Any]:
         """The values of every calibration metric of the task for one document's ``record``."""
-        return metric_table.metric_values(record, self.record_kind)
+        return metric_table.metric_values(record, self.record_kind, self.settings)
 
     def process_results(self, doc: dict, results: list[Any]) -> dict[str, Any]:
         """``score``; under ``--predict_only`` (every metric renamed ``bypass``, whose aggregation

@@ -132,13 +132,14 @@ def test_report_numbers_match_calib_metrics_on_the_samples(runs, tmp_path, capsy
     assert figures == sorted(
         [f"comparison.{ext}" for ext in ("png", "svg")]
         + [
-            f"reliability__{TASK}__run{i}-{slug}.{ext}"
+            f"reliability{after}__{TASK}__run{i}-{slug}.{ext}"
             for i, slug in ((1, "pythia-70m-step3000"), (2, "pythia-410m"))
             for ext in ("png", "svg")
+            for after in ("", "_recalibrated")  # before and after cross-fitted temperature
         ]
     )
     html = (out / "report.html").read_text()
-    assert html.count("data:image/png;base64,") == 3
+    assert html.count("data:image/png;base64,") == 5
     assert '<img src="figures' not in html
 
 

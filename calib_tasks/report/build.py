@@ -9,9 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+import calib_metrics as cm
+from calib_tasks.records import record_kind
 from calib_tasks.render.html_page import render_html
 from calib_tasks.render.markdown import render_markdown
-from calib_tasks.render.text import LEVEL, fmt
+from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
 from calib_tasks.report.breakdown import breakdown, breakdown_fields
 from calib_tasks.report.entries import Entry, ReportOptions, task_entries
 from calib_tasks.report.figures import (
@@ -22,6 +24,8 @@ from calib_tasks.report.figures import (
 from calib_tasks.report.labels import order_runs, run_label, unique_labels
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import NAN
+from calib_tasks.report.recalibration import DRAWN, Recalibration, recalibration
+from calib_tasks.report.rules import rule_rows
 from calib_tasks.report.runs import find_run_files, read_run
 from calib_tasks.report.summary import (
     TITLE,
@@ -61,6 +65,26 @@ class ReportResult:
         return [e for e in self.entries if e.run.files.folder.is_relative_to(folder)]
 
 
+def _recalibrated_diagram(entry: Entry, recalibrated: Recalibration | None, stem: Path) -> bool:
+    """Draw the entry's reliability diagram after the recalibrator ``DRAWN`` for its kind of
+    records (cross-fitted; the tasks' default binning), when it was fitted."""
+    if recalibrated is None or not entry.records:
+        return False
+    name = DRAWN.get(record_kind(entry.records[0]))
+    row = next((r for r in recalibrated.rows[1:] if r.recalibrator.name == name), None)
+    if row is None:
+        return False
+    ece = ece_with_interval(row.ece.estimate, row.ece.low, row.ece.high)
+    write_reliability_diagram(
+        stem,
+        cm.reliability_bins(row.confidence, row.correct),
+        title=f"{entry.task}: {entry.label}, after cross-fitted {name} scaling",
+        stats=f"n = {row.correct.size}, ECE = {ece} ({LEVEL} CI)",
+        binning=binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY),
+    )
+    return True
+
+
 def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFiles:
     name = f"{slug(entry.task)}__run{entry.position + 1}-{slug(entry.label)}"
     numbers = entry.numbers
@@ -87,7 +111,18 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
             field: breakdown(entry.records, field, n_bins=options.n_bins, strategy=options.binning)
             for field in breakdown_fields(entry.records)
         }
-    files = EntryFiles(diagram, f"{BREAKDOWNS}/{name}.md" if tables else None, tables)
+    recalibrated = recalibration(entry)
+    after = f"{FIGURES}/reliability_recalibrated__{name}"
+    if not _recalibrated_diagram(entry, recalibrated, out_dir / after):
+        after = None
+    files = EntryFiles(
+        diagram,
+        f"{BREAKDOWNS}/{name}.md" if tables else None,
+        tables,
+        rule_rows(entry),
+        recalibrated,
+        after,
+    )
     if files.breakdown:
         text = render_markdown(breakdown_document(entry, files))
         (out_dir / files.breakdown).write_text(text, encoding="utf-8")

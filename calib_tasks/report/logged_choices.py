@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from calib_tasks.confidence_rules import OptionScores
 from calib_tasks.records import choice_record
 
 RULES = {"sum": "option log-likelihoods", "norm": "length-normalised log-likelihoods"}
@@ -105,11 +106,11 @@ def read_choice_records(path: Path, target_delimiter: str = " ") -> ChoiceRecord
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
             out.problems.append(f"{path}:{number}: {error}")
             continue
-        scores = np.asarray(lls)
-        out.records["sum"].append(choice_record(scores, gold))
+        out.records["sum"].append(choice_record(OptionScores(lls, []), gold))
         if same_context:
             lengths = np.array([max(len(choice), 1) for choice in choices], dtype=float)
-            out.records["norm"].append(choice_record(scores / lengths, gold))
+            normalised = np.asarray(lls) / lengths
+            out.records["norm"].append(choice_record(OptionScores(normalised, []), gold))
         else:
             out.multiple_input = True
     if out.multiple_input:

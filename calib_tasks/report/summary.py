@@ -11,6 +11,7 @@ and MCE of NOT MEASURED ones are in parentheses after the marker) and in its bre
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from calib_tasks.render.document import (
 from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
 from calib_tasks.report.breakdown import BreakdownRow
 from calib_tasks.report.entries import Entry, ReportOptions
+from calib_tasks.report.recalibration import Recalibration
+from calib_tasks.report.rules import COLUMNS, RuleRow, flip_notice
 from calib_tasks.report.runs import Run
 
 TITLE = "Calibration report"
@@ -46,6 +49,9 @@ class EntryFiles:
     diagram: str | None
     breakdown: str | None
     breakdown_tables: dict[str, list[BreakdownRow]]
+    rules: list[RuleRow]
+    recalibration: Recalibration | None
+    recalibrated_diagram: str | None
 
 
 def slug(text: str) -> str:
@@ -206,6 +212,94 @@ def _results_table(entries: Sequence[Entry]) -> list[Block]:
     ]
 
 
+def _interval_text(interval: cm.ConfidenceInterval | None) -> str:
+    if interval is None:
+        return "n/a"
+    return ece_with_interval(interval.estimate, interval.low, interval.high)
+
+
+def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
+    """The task's table of confidence rules x metrics (one row per run and rule)."""
+    if not rows or {row.rule.name for row in rows} == {"sum"} and notice is None:
+        return []
+    body: list[list[Text]] = [
+        [
+            [row.entry.label],
+            [row.rule.name],
+            [fmt(row.acc)],
+            [_interval_text(row.ece_interval)],
+            *[[fmt(row.values[column])] for column in COLUMNS[1:]],
+        ]
+        for row in rows
+    ]
+    blocks: list[Block] = [
+        Heading(
+            f"Confidence rules of {rows[0].entry.task}", 3, slug(f"rules-{rows[0].entry.task}")
+        ),
+        Paragraph(
+            [
+                "How confidence is read off the model (calib_tasks.confidence_rules), each rule's "
+                "numbers from the same records, with the tasks' own binning; n/a: the rule's "
+                "probabilities do not sum to 1 over the options."
+            ]
+        ),
+        Table(
+            ["run", "rule", "acc", f"ECE [{LEVEL} CI]", *COLUMNS[1:]],
+            body,
+            right=frozenset(range(2, len(COLUMNS) + 3)),
+        ),
+    ]
+    if notice:
+        blocks.insert(1, Paragraph([Alert(notice)]))
+    return blocks
+
+
+def _recalibration_blocks(entry: Entry, files: EntryFiles) -> list[Block]:
+    """The entry's calibration after each cross-fitted recalibrator, and its temperature."""
+    recalibrated = files.recalibration
+    if recalibrated is None or len(recalibrated.rows) < 2:
+        return []
+    body: list[list[Text]] = [
+        [
+            [row.recalibrator.name if row.recalibrator else "as measured"],
+            [_interval_text(row.ece)],
+            [_interval_text(row.sce)],
+            [_interval_text(row.brier)],
+        ]
+        for row in recalibrated.rows
+    ]
+    words = [
+        f"Recalibrated, cross-fitted (each item's map fitted on the other folds, grouped by "
+        f"subject or relation where the records have one; {LEVEL} intervals resample the items "
+        "of the out-of-fold predictions). Brier: of the top label. "
+    ]
+    if recalibrated.temperature is not None:
+        t = recalibrated.temperature
+        interval = recalibrated.temperature_interval
+        shown = _interval_text(interval) if interval else fmt(t) if math.isfinite(t) else "inf"
+        words.append(
+            f"Temperature fitted on all documents: {shown} (> 1: overconfident; inf: the scores "
+            "say nothing of the gold option). "
+        )
+    if recalibrated.skipped:
+        words.append("Not fitted: " + "; ".join(recalibrated.skipped) + ".")
+    blocks: list[Block] = [
+        Heading(
+            f"Recalibration of {entry.task}, {entry.label}",
+            3,
+            slug(f"recal-{entry.task}-{entry.position}-{entry.label}"),
+        ),
+        Paragraph(["".join(words).strip()]),
+        Table(["recalibrator", "ECE", "SCE", "Brier"], body, right=frozenset({1, 2, 3})),
+    ]
+    if files.recalibrated_diagram:
+        stem = files.recalibrated_diagram
+        blocks.append(
+            Figure(f"{stem}.png", f"{stem}.svg", f"Reliability after recalibration, {entry.task}")
+        )
+    return blocks
+
+
 def _alert_paragraphs(entry: Entry) -> list[Block]:
     return [Paragraph([Alert(alert)]) for alert in entry.alerts]
 
@@ -258,7 +352,13 @@ def summary_blocks(
             Paragraph([f"In report order (by {order_by})."]),
             _runs_table(runs, labels),
         ]
+    rule_rows = {
+        task: [row for e in entries if e.task == task for row in files[(e.position, e.task)].rules]
+        for task in sorted({e.task for e in entries})
+    }
+    notices = {task: flip_notice(rows) for task, rows in rule_rows.items()}
     warnings = [item for e in entries for item in _alert_items(e, f"{e.task}, {e.label}")]
+    warnings += [[Alert(f"{task}: {notice}")] for task, notice in notices.items() if notice]
     if warnings:
         blocks += [Heading("Warnings", 2, "warnings"), Bullets(warnings)]
     if notes:
@@ -280,6 +380,7 @@ def summary_blocks(
             _task_table(task_entries, files),
             _task_notes(task_entries, options),
             *_results_table(task_entries),
+            *_rules_blocks(rule_rows[task], notices[task]),
         ]
         for entry in task_entries:
             entry_files = files[(entry.position, entry.task)]
@@ -294,6 +395,7 @@ def summary_blocks(
                         f"Reliability diagram of {task}, {entry.label}",
                     )
                 )
+            blocks += _recalibration_blocks(entry, entry_files)
             if entry_files.breakdown:
                 blocks.append(
                     Collapsed(

@@ -1,0 +1,181 @@
+"""Recalibration of a task's pooled records, fitted where it is honest: never on the items it
+scores.
+
+Each recalibrator of ``calib_metrics.recalibration`` is fitted by K-fold cross-fitting
+(``calib_metrics.recalibration.cross_fit``, its default folds and seed): every item's
+recalibrated confidence comes from a map fitted on the other folds, folds grouped by the
+records' ``subject`` (MMLU) or ``relation`` (facts) when every record has one (and there are
+two or more), so that a map is never fitted on the subject it is applied to. The prediction is
+unchanged (temperature keeps the argmax, the others remap the top-label confidence), so
+accuracy is too.
+
+* ``temperature``: ``softmax(log-likelihoods / T)`` over each document's options (multiple
+  choice, every document with the same number of options);
+* ``platt``, ``isotonic``, ``histogram``: Platt scaling, isotonic regression and histogram
+  binning of the top-label confidence (multiple choice and one-prediction tasks).
+
+A task fits the recalibrators named in its ``calib_recalibration`` setting (task YAML
+``metadata`` or ``--metadata``; a list or a comma-separated string) and reports the ECE after
+each (``ece_recal_<name>``); calib-report adds the fitted temperature with its interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from calib_metrics.recalibration import (
+    HistogramBinning,
+    IsotonicCalibration,
+    PlattScaling,
+    TemperatureScaling,
+    cross_fit,
+)
+from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL, PooledRecords, RecordKind
+
+#: The task setting (a key of the task's ``metadata``) naming the recalibrators to fit.
+RECALIBRATION_SETTING = "calib_recalibration"
+#: Record fields that group items for cross-fitting, the first one every record has.
+GROUP_FIELDS = ("subject", "relation")
+
+
+@dataclass(frozen=True)
+class Recalibrator:
+    """A recalibration map fitted by ``fit(inputs, targets)`` (an object with ``apply``): of the
+    option log-likelihoods against the gold index when ``on_options``, else of the top-label
+    confidence against correctness; the record kinds it applies to."""
+
+    name: str
+    fit: Callable[[Any, Any], Any]
+    on_options: bool
+    kinds: tuple[RecordKind, ...]
+    description: str
+
+
+RECALIBRATORS: tuple[Recalibrator, ...] = (
+    Recalibrator(
+        "temperature",
+        TemperatureScaling.fit,
+        True,
+        (MULTICLASS,),
+        "one temperature dividing every option log-likelihood",
+    ),
+    Recalibrator(
+        "platt", PlattScaling.fit, False, (MULTICLASS, TOP_LABEL), "Platt scaling of the confidence"
+    ),
+    Recalibrator(
+        "isotonic",
+        IsotonicCalibration.fit,
+        False,
+        (MULTICLASS, TOP_LABEL),
+        "isotonic regression of correctness on the confidence",
+    ),
+    Recalibrator(
+        "histogram",
+        HistogramBinning.fit,
+        False,
+        (MULTICLASS, TOP_LABEL),
+        "histogram binning: each bin's confidence replaced by its accuracy",
+    ),
+)
+_BY_NAME = {r.name: r for r in RECALIBRATORS}
+TEMPERATURE = _BY_NAME["temperature"]
+
+
+def recalibration_setting(
+    metadata: Mapping[str, Any] | None, task: str, kind: RecordKind
+) -> tuple[Recalibrator, ...]:
+    """The recalibrators a task with records of ``kind`` fits, from its ``metadata``'s
+    ``calib_recalibration`` (none when absent); an unknown name, or one that does not apply to
+    the task's records, is an error naming it and the task."""
+    value = (metadata or {}).get(RECALIBRATION_SETTING, ())
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"{task}: {RECALIBRATION_SETTING} must be a list of recalibrator names or a "
+            f"comma-separated string, got {value!r}"
+        )
+    chosen = []
+    for name in (n.strip() for n in names if n.strip()):
+        if name not in _BY_NAME:
+            raise ValueError(
+                f"{task}: unknown recalibrator {name!r} in {RECALIBRATION_SETTING}; the "
+                f"recalibrators are {list(_BY_NAME)}"
+            )
+        recalibrator = _BY_NAME[name]
+        if kind not in recalibrator.kinds:
+            what = "token-level" if kind == HISTOGRAM else kind
+            raise ValueError(
+                f"{task}: recalibrator {name!r} does not apply to a {what} task (it needs "
+                f"{' or '.join(recalibrator.kinds)} records)"
+            )
+        chosen.append(recalibrator)
+    return tuple(r for r in RECALIBRATORS if r in chosen)
+
+
+def cross_fit_groups(records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """The cross-fitting groups of ``records``: the first field of ``GROUP_FIELDS`` that every
+    record has, with at least two values; else None (items are dealt to folds one by one)."""
+    for field in GROUP_FIELDS:
+        if all(field in r for r in records):
+            groups = np.array([str(r[field]) for r in records])
+            if np.unique(groups).size >= 2:
+                return groups
+    return None
+
+
+def option_scores(pool: PooledRecords) -> np.ndarray:
+    """The (n, k) option log-likelihoods of a multiple-choice pool; ``ValueError`` naming the
+    task when documents differ in their number of options or a record has none."""
+    rows = [r.get("loglikelihoods") for r in pool.records]
+    if any(row is None for row in rows):
+        raise ValueError(f"{pool.task}: the records carry no option log-likelihoods")
+    if not all(math.isfinite(x) for row in rows for x in row):
+        raise ValueError(f"{pool.task}: a record's option log-likelihoods are not finite")
+    counts = {len(row) for row in rows}
+    if len(counts) != 1:
+        raise ValueError(
+            f"{pool.task}: temperature scaling needs the same number of options in every "
+            f"document, found {sorted(counts)}"
+        )
+    return np.asarray(rows, dtype=np.float64)
+
+
+def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> TemperatureScaling:
+    """``TemperatureScaling.fit``; where no finite temperature is best (every option tied, or
+    scores that say nothing of the gold option: the objective falls all the way to ``T = inf``),
+    the limit ``T = inf``, whose probabilities are uniform over the options."""
+    try:
+        return TemperatureScaling.fit(scores, labels)
+    except ValueError:  # the scores were checked (option_scores): only the infinite optimum
+        return TemperatureScaling(math.inf)
+
+
+def out_of_fold_probs(pool: PooledRecords) -> np.ndarray:
+    """Every document's option probabilities after cross-fitted temperature scaling."""
+    groups = cross_fit_groups(pool.records)
+    scores, labels = option_scores(pool), pool.top_label.labels
+    return cross_fit(fit_temperature, scores, labels, groups=groups)
+
+
+def out_of_fold_top_label(
+    pool: PooledRecords, recalibrator: Recalibrator
+) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, correct) of the task's predictions after ``recalibrator``, cross-fitted."""
+    correct = pool.top_label.correct
+    if recalibrator.on_options:
+        probs = out_of_fold_probs(pool)
+        return probs[np.arange(len(probs)), probs.argmax(axis=1)], correct
+    groups = cross_fit_groups(pool.records)
+    confidence = cross_fit(recalibrator.fit, pool.top_label.confidence, correct, groups=groups)
+    return np.clip(confidence, 0.0, 1.0), correct
+
+
+def fitted_temperature(pool: PooledRecords) -> float:
+    """The temperature fitted on all of the task's documents (a description of the model's
+    miscalibration: > 1 overconfident, < 1 underconfident; ``inf``: see ``fit_temperature``)."""
+    return fit_temperature(option_scores(pool), pool.top_label.labels).temperature

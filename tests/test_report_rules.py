@@ -1,0 +1,116 @@
+"""calib-report's confidence-rule table, its flip notice and its recalibration, on runs written
+here: two runs whose order by ECE flips between the sum and the letter rule (the notice appears,
+in words), two runs whose order agrees under every rule and by SCE (no notice); the rule and
+recalibration tables against recomputations."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+import calib_metrics as cm
+from calib_metrics.recalibration import TemperatureScaling
+from calib_tasks.confidence_rules import RULES, OptionScores
+from calib_tasks.records import choice_record
+from calib_tasks.report.build import write_report
+from calib_tasks.report.entries import ReportOptions
+
+TASK = "calib_letters"
+N = 300
+FLIP = "THE ORDER OF THE RUNS FLIPS"
+
+
+def _records(option_probs: list[float], accuracy: float) -> list[dict]:
+    """``N`` documents whose options have raw probabilities about ``option_probs`` (the sum rule
+    renormalises them, the letter rule takes them as they are), option 0 predicted, gold in the
+    first ``accuracy`` share of documents and one of the others after."""
+    records = []
+    for i in range(N):
+        probs = np.array(option_probs)
+        probs[0] *= 1 + 0.04 * (i % 5 - 2)  # confidences spread a little around their mean
+        lls = np.log(probs)
+        scores = OptionScores(lls, [1.0] * 4, lls)  # one-token options: min rule = sum rule
+        gold = 0 if i < accuracy * N else 1 + i % 3
+        records.append(choice_record(scores, gold, RULES))
+    return records
+
+
+def _write_run(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"doc_id": i, "filter": "none", "ece": r}) for i, r in enumerate(records)]
+    (folder / f"samples_{TASK}_2026-12-01T00-00-00.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+# sum rule: confidence 0.75, accuracy 0.45; letter rule: confidence 0.45 -> calibrated
+OVERCONFIDENT_SUM = ([0.45, 0.05, 0.05, 0.05], 0.45)
+# sum rule: confidence 0.5, accuracy 0.5 -> calibrated; letter rule: confidence 0.09
+CALIBRATED_SUM = ([0.09, 0.03, 0.03, 0.03], 0.5)
+# worse than OVERCONFIDENT_SUM under every rule and by SCE
+WORSE = ([0.09, 0.01, 0.01, 0.01], 0.3)
+
+
+def _report(tmp_path: Path, runs: dict[str, tuple]) -> str:
+    folders = [_write_run(tmp_path / name, _records(*spec)) for name, spec in runs.items()]
+    result = write_report(folders, tmp_path / "report", ReportOptions())
+    return result.summary.read_text(encoding="utf-8")
+
+
+def test_the_notice_appears_when_the_order_flips_between_rules(tmp_path):
+    summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM, "run-b": CALIBRATED_SUM})
+    assert summary.count(FLIP) == 2  # in the warnings at the top and in the task's section
+    assert "by ECE under the sum rule: run-b, run-a" in summary
+    assert "by ECE under the letter rule: run-a, run-b" in summary
+
+
+def test_no_notice_when_every_ranking_agrees(tmp_path):
+    summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM, "run-c": WORSE})
+    assert FLIP not in summary
+    assert "Confidence rules of calib_letters" in summary
+
+
+def _table_rows(summary: str, heading: str) -> list[list[str]]:
+    section = summary.split(heading, 1)[1].split("\n#", 1)[0]
+    return [
+        [c.strip() for c in line.strip("|").split(" | ")]
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| ---")
+    ][1:]
+
+
+def test_the_rule_table_equals_a_recomputation(tmp_path):
+    summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM})
+    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    records = _records(*OVERCONFIDENT_SUM)
+    labels = np.array([r["label"] for r in records])
+    for rule in RULES:
+        probs = np.array([r[rule.field] for r in records])
+        confidence, correct = probs.max(1), (probs.argmax(1) == labels).astype(float)
+        ece = cm.ece(confidence, correct)
+        interval = cm.bootstrap_ci(confidence, correct, metric="ece")
+        row = rows[("run-a", rule.name)]
+        assert row[0] == f"{correct.mean():.3f}"
+        assert row[1] == f"{ece:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
+        sce = cm.static_calibration_error(probs, labels) if rule.normalised else math.nan
+        assert row[2] == (f"{sce:.3f}" if rule.normalised else "n/a")
+    assert 0.28 < float(rows[("run-a", "sum")][1].split()[0]) < 0.32  # conf. 0.75, acc. 0.45
+    assert float(rows[("run-a", "letter")][1].split()[0]) < 0.02
+
+
+def test_recalibration_table_and_temperature(tmp_path):
+    summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM})
+    records = _records(*OVERCONFIDENT_SUM)
+    scores = np.array([r["loglikelihoods"] for r in records])
+    labels = np.array([r["label"] for r in records])
+    temperature = TemperatureScaling.fit(scores, labels).temperature
+    assert temperature > 1  # overconfident
+    assert f"Temperature fitted on all documents: {temperature:.3f} [" in summary
+    rows = {r[0]: r[1:] for r in _table_rows(summary, "Recalibration of calib_letters")}
+    assert set(rows) == {"as measured", "temperature", "platt", "isotonic", "histogram"}
+    before = float(rows["as measured"][0].split()[0])
+    after = float(rows["temperature"][0].split()[0])
+    assert 0.28 < before < 0.32 and after < 0.05
+    assert any((tmp_path / "report" / "figures").glob("reliability_recalibrated__*.png"))
