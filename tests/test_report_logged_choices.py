@@ -154,3 +154,31 @@ def test_bad_lines_are_named_with_file_and_line(tmp_path):
     assert len(logged.records["sum"]) == len(logged.records["norm"]) == 1
     assert [p.split(": ", 1)[0] for p in logged.problems] == [f"{path}:{n}" for n in (2, 3, 4)]
     assert "out of range" in logged.problems[0] and "non-finite" in logged.problems[1]
+
+
+def test_a_group_is_pooled_into_one_entry(tmp_path, tiny_long_lm):
+    """A plain group of two multiple-choice tasks: one pooled ECE over both tasks' documents,
+    where the harness's own group numbers are means."""
+    _plain_task(tmp_path)  # writes plain_mc and its data
+    text = (tmp_path / "plain_mc.yaml").read_text()
+    (tmp_path / "plain_mc_b.yaml").write_text(text.replace("task: plain_mc", "task: plain_mc_b"))
+    (tmp_path / "plain_group.yaml").write_text(
+        "group: plain_group\ntask:\n  - plain_mc\n  - plain_mc_b\n"
+        "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: true\n"
+    )
+    manager = TaskManager(include_path=str(tmp_path), include_defaults=False)
+    out = lm_eval.simple_evaluate(
+        model=tiny_long_lm, tasks=["plain_group"], task_manager=manager, log_samples=True,
+        bootstrap_iters=0, limit=12,
+    )  # fmt: skip
+    _save_run(out, tmp_path / "out")
+    report = write_report([tmp_path / "out"], tmp_path / "report", ReportOptions())
+    entries = {entry.task: entry for entry in report.entries}
+    pooled = entries["plain_group [sum] (pooled)"]
+    members = entries["plain_mc [sum]"].records + entries["plain_mc_b [sum]"].records
+    assert pooled.records == members and pooled.numbers.n == 24
+    confidence = np.array([r["confidence"] for r in members])
+    correct = np.array([r["correct"] for r in members], dtype=float)
+    assert pooled.numbers.ece == cm.ece(confidence, correct)
+    assert "plain_group [norm] (pooled)" in entries
+    assert "plain_group [sum] (pooled)" in report.summary.read_text()

@@ -21,6 +21,7 @@ from calib_tasks.report.figures import (
     write_comparison_figure,
     write_reliability_diagram,
 )
+from calib_tasks.report.groups import pooled_group_entries
 from calib_tasks.report.labels import order_runs, run_label, unique_labels
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import NAN
@@ -168,8 +169,9 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions
     for run, label in zip(runs, labels, strict=True):
         for group in sorted(run.groups):
             notes.add(
-                f"{group} ({label}): a group (its numbers are means over its tasks); "
-                "its tasks are reported one by one"
+                f"{group} ({label}): a group (its numbers in the results file are means over "
+                "its tasks); its tasks are reported one by one and, where their samples allow, "
+                "pooled into one entry"
             )
     (out_dir / FIGURES).mkdir(parents=True, exist_ok=True)
     (out_dir / BREAKDOWNS).mkdir(exist_ok=True)
@@ -178,6 +180,11 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions
     files: dict[tuple[int, str], EntryFiles] = {}
     for position, run, label, task in tqdm(work, desc="calib-report", unit="task", disable=None):
         for entry in task_entries(position, run, label, task, options, notes):
+            entries.append(entry)
+            files[(position, entry.task)] = _entry_files(entry, out_dir, options)
+    for position, run in enumerate(runs):
+        of_run = [e for e in entries if e.position == position]
+        for entry in pooled_group_entries(run, of_run, options, notes):
             entries.append(entry)
             files[(position, entry.task)] = _entry_files(entry, out_dir, options)
     comparison = _comparison(entries, labels, order.by, out_dir)

@@ -43,6 +43,22 @@ class Run:
     n_samples: dict[str, int]
     groups: frozenset[str]
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Each group's members (tasks or groups), as the results file's ``group_subtasks``.
+    group_subtasks: dict[str, list[str]] = field(default_factory=dict)
+
+    def group_tasks(self, group: str) -> list[str]:
+        """The tasks of ``group``, those of its member groups included, sorted."""
+        found: set[str] = set()
+        pending, seen = [group], set()
+        while pending:
+            name = pending.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            members = self.group_subtasks.get(name, [])
+            pending += [m for m in members if m in self.group_subtasks]
+            found |= {m for m in members if m not in self.group_subtasks}
+        return sorted(found)
 
     @property
     def tasks(self) -> list[str]:
@@ -135,6 +151,11 @@ def read_run(files: RunFiles, notes: Notes) -> Run:
         metrics=metrics,
         n_samples=_n_samples(results),
         groups=_group_names(results),
+        group_subtasks={
+            name: [str(m) for m in members]
+            for name, members in (results.get("group_subtasks") or {}).items()
+            if isinstance(members, list) and members
+        },
         configs={
             task: values
             for task, values in (results.get("configs") or {}).items()
