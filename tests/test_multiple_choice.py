@@ -176,13 +176,49 @@ SHIPPED = {
 }
 
 
+LEADERBOARD = task_dir() / "leaderboard"
+
+
+def _leaderboard_wrappers() -> dict[str, str]:
+    """The leaderboard folder's wrappers: calib_<task> -> <task>."""
+    return {
+        path.stem: path.stem.removeprefix("calib_") for path in LEADERBOARD.glob("calib_*.yaml")
+    }
+
+
 def test_the_shipped_wrappers_name_multiple_choice_tasks_of_the_harness():
     """Their data come from the hub (not here): the configs they wrap are checked instead."""
     from calib_tasks.multiple_choice import wrapped_config
 
     harness = TaskManager()
-    for wrapper, wrapped in SHIPPED.items():
+    for wrapper, wrapped in {**SHIPPED, **_leaderboard_wrappers()}.items():
         assert harness.task_index[wrapper].cfg["wraps"] == wrapped
         config = wrapped_config(wrapped, wrapper)
         assert config["output_type"] == "multiple_choice"
         assert "task" not in config
+
+
+def test_the_leaderboard_group_wraps_every_multiple_choice_task_of_the_leaderboard():
+    """calib_leaderboard_mc: every multiple-choice task of the harness's Open LLM Leaderboard v2
+    group (mmlu_pro, bbh, gpqa, musr), each wrapped, in groups mirroring the leaderboard's."""
+    harness = TaskManager()
+    stock = set()
+    for member in harness.task_index["leaderboard"].cfg["task"]:
+        cfg = harness.task_index[member].cfg
+        for task in cfg["task"] if cfg.get("group") else [member]:
+            if harness.task_index[task].cfg.get("output_type") == "multiple_choice":
+                stock.add(task)
+    assert set(_leaderboard_wrappers().values()) == stock
+    assert len(stock) == 1 + 24 + 3 + 3  # mmlu_pro, bbh, gpqa, musr; not math_hard, ifeval
+    group = harness.task_index["calib_leaderboard_mc"].cfg
+    assert group["task"] == [
+        "calib_leaderboard_mmlu_pro",
+        "calib_leaderboard_bbh",
+        "calib_leaderboard_gpqa",
+        "calib_leaderboard_musr",
+    ]
+    for sub in ("bbh", "gpqa", "musr"):
+        members = harness.task_index[f"calib_leaderboard_{sub}"].cfg["task"]
+        assert members == [
+            "calib_" + t for t in harness.task_index[f"leaderboard_{sub}"].cfg["task"]
+        ]
