@@ -1,8 +1,10 @@
-"""calib_mmlu_mini vs the harness's stock MMLU prompt as a plain multiple_choice task.
+"""The calibration wrapper vs the stock task it wraps: the harness's stock MMLU prompt as a plain
+multiple_choice task, that task wrapped by name (``wraps:``, the generic route), and
+calib_mmlu_mini (the same wrapper class with MMLU's per-subject few-shot and record fields).
 
-Same documents (the bundled mini MMLU), same model object, same prompts (zero-shot, so that the
-stock single task and calib_mmlu_mini build identical contexts), run side by side through
-``lm_eval.simple_evaluate``; best wall time of 3 interleaved rounds. The bar: ratio <= 1.03.
+Same documents (the bundled mini MMLU), same model object, same prompts (zero-shot, so that all
+three build identical contexts), run side by side through ``lm_eval.simple_evaluate``; best wall
+time of 3 interleaved rounds. The bar: each ratio to the stock task <= 1.03.
 
     python benchmarks/bench_mmlu_task.py
 """
@@ -49,6 +51,11 @@ def write_stock_task(folder: Path) -> str:
         "{{subject.replace('_', ' ')}}.\n\n",
     }
     (folder / "stock_mmlu_mini.yaml").write_text(json.dumps(config))
+    (folder / "calib_stock_mmlu_mini.yaml").write_text(
+        "task: calib_stock_mmlu_mini\n"
+        "class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask\n"
+        "wraps: stock_mmlu_mini\n"
+    )
     return "stock_mmlu_mini"
 
 
@@ -67,11 +74,16 @@ def main() -> int:
         lm = HFLM(pretrained=str(model), device="cpu", batch_size=8)
         stock_dir = Path(tmp) / "stock"
         stock_dir.mkdir()
+        stock = write_stock_task(stock_dir)
         runs = {
-            "stock multiple_choice": ([write_stock_task(stock_dir)], str(stock_dir)),
-            "calib_mmlu_mini": (["calib_mmlu_mini"], str(task_dir())),
+            "stock multiple_choice": ([stock], [str(stock_dir)]),
+            "wrapped by name": ([f"calib_{stock}"], [str(task_dir()), str(stock_dir)]),
+            "calib_mmlu_mini": (["calib_mmlu_mini"], [str(task_dir())]),
         }
-        managers = {name: TaskManager(include_path=path) for name, (_, path) in runs.items()}
+        managers = {
+            name: TaskManager(include_path=paths, include_defaults=False)
+            for name, (_, paths) in runs.items()
+        }
         best = dict.fromkeys(runs, math.inf)
         accs = {}
         for _ in range(REPEATS):
@@ -83,16 +95,17 @@ def main() -> int:
                     )
                 best[name] = min(best[name], time.perf_counter() - start)
                 accs[name] = out["results"][tasks[0]]["acc,none"]
-    ratio = best["calib_mmlu_mini"] / best["stock multiple_choice"]
+    ratios = {name: best[name] / best["stock multiple_choice"] for name in runs}
     print(
         f"mini MMLU, {len(list(open(task_dir() / 'data' / 'mmlu_mini.jsonl')))} questions, "
         f"zero-shot, GPT-2 4x256 (random), CPU, 1 thread, best of {REPEATS}"
     )
     for name in runs:
-        print(f"{name:24s} {best[name]:8.2f} s   acc {accs[name]:.4f}")
-    print(f"ratio {ratio:.3f} ({'OK' if ratio <= BAR else 'OVER'} the {BAR} bar)")
-    assert accs["calib_mmlu_mini"] == accs["stock multiple_choice"]
-    return 0 if ratio <= BAR else 1
+        print(f"{name:24s} {best[name]:8.2f} s   acc {accs[name]:.4f}   ratio {ratios[name]:.3f}")
+    over = [name for name, ratio in ratios.items() if ratio > BAR]
+    print(f"{'OVER' if over else 'OK'}: the {BAR} bar" + (f" ({', '.join(over)})" if over else ""))
+    assert len(set(accs.values())) == 1, accs
+    return 1 if over else 0
 
 
 if __name__ == "__main__":

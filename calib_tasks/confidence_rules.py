@@ -23,7 +23,7 @@ harness's ``--metadata``; a list or a comma-separated string); ``sum`` is always
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,49 +46,60 @@ class OptionScores:
     min_token_logprobs: Sequence[float] | None = None
 
 
+def _softmax(scores: Sequence[float]) -> list[float]:
+    x = np.asarray(scores, dtype=np.float64)
+    e = np.exp(x - x.max())
+    return (e / e.sum()).tolist()
+
+
+def _summed(scores: OptionScores) -> list[float]:
+    return _softmax(scores.loglikelihoods)
+
+
+def _per_character(scores: OptionScores) -> list[float]:
+    lls = np.asarray(scores.loglikelihoods, dtype=np.float64)
+    return _softmax(lls / np.asarray(scores.lengths, dtype=np.float64))
+
+
+def _smallest_token(scores: OptionScores) -> list[float]:
+    if scores.min_token_logprobs is None:
+        raise ValueError("the min rule needs per-token scores (token_stats requests)")
+    return _softmax(scores.min_token_logprobs)
+
+
+def _raw(scores: OptionScores) -> list[float]:
+    return np.exp(np.asarray(scores.loglikelihoods, dtype=np.float64)).tolist()
+
+
 @dataclass(frozen=True)
 class Rule:
     """A confidence rule: its name, the record field of its option probabilities, the suffix of
-    its metric keys, whether its probabilities sum to 1 over the options, and whether it needs
-    per-token scores (``token_stats`` requests)."""
+    its metric keys, how it computes one document's option probabilities, whether they sum to 1
+    over the options, and whether it needs per-token scores (``token_stats`` requests)."""
 
     name: str
     field: str
     suffix: str
+    probabilities: Callable[[OptionScores], list[float]]
     normalised: bool
     needs_token_stats: bool
     description: str
-
-    def probabilities(self, scores: OptionScores) -> list[float]:
-        """The option probabilities of this rule for one document (module docstring)."""
-        lls = np.asarray(scores.loglikelihoods, dtype=np.float64)
-        if self.name == "sum":
-            return _softmax(lls)
-        if self.name == "norm":
-            return _softmax(lls / np.asarray(scores.lengths, dtype=np.float64))
-        if self.name == "min":
-            if scores.min_token_logprobs is None:
-                raise ValueError("the min rule needs per-token scores (token_stats requests)")
-            return _softmax(np.asarray(scores.min_token_logprobs, dtype=np.float64))
-        return np.exp(lls).tolist()
 
     def key(self, metric: str) -> str:
         """The results key of ``metric`` under this rule (``ece`` -> ``ece_norm``)."""
         return metric + self.suffix
 
 
-def _softmax(scores: np.ndarray) -> list[float]:
-    e = np.exp(scores - scores.max())
-    return (e / e.sum()).tolist()
-
-
-SUM = Rule("sum", "probs", "", True, False, "softmax of the summed log-likelihoods (acc's rule)")
+SUM = Rule(
+    "sum", "probs", "", _summed, True, False, "softmax of the summed log-likelihoods (acc's rule)"
+)
 RULES: tuple[Rule, ...] = (
     SUM,
     Rule(
         "norm",
         "probs_norm",
         "_norm",
+        _per_character,
         True,
         False,
         "softmax of the log-likelihoods per character (acc_norm's rule)",
@@ -97,6 +108,7 @@ RULES: tuple[Rule, ...] = (
         "min",
         "probs_min",
         "_min",
+        _smallest_token,
         True,
         True,
         "softmax of each option's smallest token log-probability (continuation-min)",
@@ -105,6 +117,7 @@ RULES: tuple[Rule, ...] = (
         "letter",
         "probs_letter",
         "_letter",
+        _raw,
         False,
         False,
         "raw probability of the answer letter over the whole vocabulary (HELM's rule)",

@@ -84,11 +84,12 @@ class CalibMultipleChoiceTask(CalibTask):
         own_results = config.get("process_results")
         self._stock_results = own_results if callable(own_results) else None
         super().__init__(config=config, **kwargs)
-        self._per_token = rule_named("min") in self.settings.rules
+        self._per_token = any(rule.needs_token_stats for rule in self.settings.rules)
         self._letters = rule_named("letter") in self.settings.rules
         if self._per_token:  # checked against the run's backend before any request (preflight)
             self.request_type = REQUEST_TYPE
-            self.request_type_reason = "its confidence rule 'min' needs per-token scores"
+            needing = [rule.name for rule in self.settings.rules if rule.needs_token_stats]
+            self.request_type_reason = f"its confidence rule(s) {needing} need per-token scores"
         self._check_documents()
 
     def _check_documents(self) -> None:

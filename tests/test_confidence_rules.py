@@ -215,7 +215,9 @@ def test_the_letter_rule_needs_letter_options(tmp_path):
 
 
 def test_the_min_rule_on_a_backend_without_per_token_scores_names_rule_and_task(tmp_path):
-    with pytest.raises(UnsupportedBackendError, match=r"calib_mmlu_mini.*rule 'min'"):
+    with pytest.raises(
+        UnsupportedBackendError, match=r"calib_mmlu_mini.*rule\(s\) \['min'\] need per-token"
+    ):
         lm_eval.simple_evaluate(
             model="dummy",
             tasks=["calib_mmlu_mini"],

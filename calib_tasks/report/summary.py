@@ -238,9 +238,12 @@ def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
         ),
         Paragraph(
             [
-                "How confidence is read off the model (calib_tasks.confidence_rules), each rule's "
-                "numbers from the same records, with the tasks' own binning; n/a: the rule's "
-                "probabilities do not sum to 1 over the options."
+                "How confidence is read off the model, each rule's numbers from the same "
+                "records, with the tasks' own binning ("
+                + "; ".join(
+                    f"{r.name}: {r.description}" for r in dict.fromkeys(row.rule for row in rows)
+                )
+                + "); n/a: the rule's probabilities do not sum to 1 over the options."
             ]
         ),
         Table(
