@@ -279,10 +279,15 @@ def _recalibration_blocks(entry: Entry, files: EntryFiles) -> list[Block]:
     if recalibrated.temperature is not None:
         t = recalibrated.temperature
         interval = recalibrated.temperature_interval
-        shown = _interval_text(interval) if interval else fmt(t) if math.isfinite(t) else "inf"
+        if interval is not None:
+            shown = _interval_text(interval)
+        elif math.isfinite(t):
+            shown = f"{fmt(t)} (no interval: on some resamples no finite temperature is best)"
+        else:
+            shown = "inf"
         words.append(
             f"Temperature fitted on all documents: {shown} (> 1: overconfident; inf: the scores "
-            "say nothing of the gold option). "
+            "say nothing of the gold option, the best map makes every option equally likely). "
         )
     if recalibrated.skipped:
         words.append("Not fitted: " + "; ".join(recalibrated.skipped) + ".")
