@@ -536,7 +536,11 @@ def test_tasks_of_a_group_are_checked_against_their_own_counts(tmp_path, capsys)
     assert _row(summary, "calib_a", LABEL_160M)[1] == "20"
     assert _row(summary, "calib_b", LABEL_160M)[1] == "4 **INCOMPLETE: 4 of 10 samples**"
     assert f"calib_ab ({LABEL_160M}): a group" in stderr
-    assert "## Task calib_ab" not in summary and stderr.count("INCOMPLETE") == 1
+    assert "## Task calib_ab\n" not in summary and stderr.count("INCOMPLETE") == 1
+    # the group pooled from its tasks' samples carries the missing ones too
+    assert (
+        _row(summary, "calib_ab (pooled)", LABEL_160M)[1] == "24 **INCOMPLETE: 24 of 30 samples**"
+    )
 
 
 def test_nan_in_option_probabilities_is_a_problem_line(tmp_path, capsys) -> None:

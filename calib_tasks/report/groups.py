@@ -24,7 +24,9 @@ def pooled_group_entries(
 ) -> list[Entry]:
     """For every group of ``run``, one pooled entry per kind of its tasks' ``entries`` (those of
     ``run``), named ``<group> (pooled)`` or ``<group> [sum] (pooled)``; a group with fewer than
-    two such tasks gets none, and one that pools only some of its tasks says so."""
+    two such tasks gets none, and one that pools only some of its tasks says so. The pooled
+    entry expects the documents its tasks' results files count (so it is INCOMPLETE when one of
+    them is)."""
     pooled = []
     for group in sorted(run.group_subtasks):
         tasks = set(run.group_tasks(group))
@@ -43,7 +45,11 @@ def pooled_group_entries(
             name = f"{group}{suffix} (pooled)"
             first = members[0]
             origin = f"the records of {len(members)} tasks pooled ({len(records)} documents)"
-            pooled.append(Entry(first.position, run, first.label, name, numbers, records, origin))
+            counts = [m.expected_documents for m in members if m.expected_documents is not None]
+            expected = sum(counts) if len(counts) == len(members) else None
+            pooled.append(
+                Entry(first.position, run, first.label, name, numbers, records, origin, expected)
+            )
             if len(members) < len(tasks):
                 notes.add(
                     f"{name} ({first.label}): pools {len(members)} of the group's "
