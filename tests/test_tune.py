@@ -1,5 +1,6 @@
-"""calib-tune on a tiny GPT-2: the response-only label mask, the learning-rate schedule,
-reproducible training, and full fine-tuning vs LoRA end to end through the harness."""
+"""calib-tune on a tiny GPT-2: the response-only label mask (through trl's collator), the
+learning-rate schedule, reproducible training, and full fine-tuning vs LoRA end to end through
+the harness. DPO, resumption and the data formats: test_tune_trl.py, test_tune_data.py."""
 
 from __future__ import annotations
 
@@ -28,12 +29,11 @@ from calib_tasks.tune.data import (
     IGNORE_INDEX,
     DataError,
     Example,
-    collate,
     encode,
     load_template,
     read_examples,
 )
-from calib_tasks.tune.train import LEARNING_RATES, TrainConfig, learning_rate_factor, train
+from calib_tasks.tune.train import LEARNING_RATES, TrainConfig, train
 
 BUNDLED = task_dir() / "data" / "instructions_mini.jsonl"
 
@@ -66,8 +66,11 @@ def test_loss_is_on_the_response_tokens_only(tokenizer):
     assert ALPACA.prompt(example).endswith("### Response:\n")
     assert "### Input:\nx" in ALPACA.prompt(Example("i", "x", "o"))
 
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
     short = encode(Example("i", "", "ok"), tokenizer, ALPACA, max_length=256)
-    batch = collate([encoded, short], pad_id=0)
+    collate = DataCollatorForLanguageModeling(pad_token_id=0)  # what SFTTrainer batches with
+    batch = collate([{"input_ids": e.input_ids, "labels": e.labels} for e in (encoded, short)])
     width = len(encoded.input_ids)
     assert batch["labels"].shape == (2, width)
     pad = slice(len(short.input_ids), width)
@@ -85,13 +88,20 @@ def test_long_examples_lose_the_start_of_the_prompt(tokenizer):
     assert cut.input_ids == full.input_ids[-40:] and cut.labels == full.labels[-40:]
 
 
-def test_learning_rate_schedules():
-    linear = [learning_rate_factor(s, 10, 2, "linear") for s in range(10)]
-    cosine = [learning_rate_factor(s, 10, 2, "cosine") for s in range(10)]
-    assert linear[:3] == [0.5, 1.0, 1.0] and cosine[:3] == [0.5, 1.0, 1.0]
-    assert linear[-1] == pytest.approx(1 / 8)  # (total - step) / (total - warmup)
-    assert all(a >= b for a, b in zip(linear[1:], linear[2:], strict=False))
-    assert cosine[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_learning_rate_schedules(schedule: str, model_dir: Path, tmp_path: Path):
+    examples = read_examples(BUNDLED)[:10]
+    config = TrainConfig(
+        method="lora", epochs=1, batch_size=1, learning_rate=1e-3, warmup_ratio=0.2,
+        schedule=schedule, lora_target_modules=("c_attn",),
+    )  # fmt: skip
+    train(BaseModel(str(model_dir)), examples, ALPACA, config, tmp_path, io.StringIO())
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    rates = [e["learning_rate"] / 1e-3 for e in log]  # the rate each step was taken with
+    assert rates[:3] == pytest.approx([0.0, 0.5, 1.0])  # warmup over 2 of the 10 steps
+    progress = [(s - 2) / 8 for s in range(2, 10)]
+    decay = [1 - x if schedule == "linear" else 0.5 * (1 + math.cos(math.pi * x)) for x in progress]
+    assert rates[2:] == pytest.approx(decay)
 
 
 def test_bad_data_and_templates_are_named(tmp_path: Path):

@@ -1,15 +1,20 @@
-"""``calib-tune``: instruction-tune a causal LM with full fine-tuning and with LoRA on the same
-data, epochs and learning-rate schedule, then evaluate the calib tasks on the base model
-(epoch 0) and on every epoch's checkpoint, and compare the two methods epoch by epoch.
+"""``calib-tune``: align a causal LM with trl, by SFT and by DPO, full fine-tuning or LoRA, and
+DPO chained after SFT, on the same data order, epochs and learning-rate schedule; then evaluate
+the calib tasks on the base model (epoch 0) and on every epoch's checkpoint, and compare the
+methods epoch by epoch (a chained method's DPO epochs continue its SFT run's line).
 
 Output folder::
 
     base/                   the base model as a plain transformers folder (GGUF input only)
-    full/epoch1 ...         full fine-tuning checkpoints (save_pretrained), train_log.jsonl
-    lora/epoch1 ...         LoRA adapters, train_log.jsonl
+    full/epoch1 ...         a method's checkpoints (full: save_pretrained; LoRA: the adapter),
+                            train_log.jsonl; one folder per method (full, lora, dpo, dpo_lora,
+                            full.dpo, lora.dpo)
     eval/                   a calib-study output folder: one point per checkpoint, report/
-    comparison.md           ECE/accuracy per task and epoch, both methods side by side
+    comparison.md           ECE/accuracy per task and epoch, the methods side by side
     ece_vs_epoch.png/.svg   the same as a figure
+
+Under ``accelerate launch`` every process trains its share of each batch (data-parallel); the
+main process alone evaluates and writes the comparison.
 
 Exit status (``calib_tasks.command_line.conventions``): 0 when every checkpoint was evaluated,
 1 when some evaluation failed or the report could not be written, 2 when the input (data,
@@ -59,10 +64,23 @@ from calib_tasks.tune.compare import (
     seen_facts,
     write_figure,
 )
-from calib_tasks.tune.data import ALPACA, load_template, read_examples
-from calib_tasks.tune.train import LEARNING_RATES, METHODS, TRAIN_LOG, TrainConfig, train
+from calib_tasks.tune.data import TEMPLATES, PromptTemplate, load_template
+from calib_tasks.tune.formats import load_instructions, load_preferences
+from calib_tasks.tune.train import (
+    CHAINED,
+    LEARNING_RATES,
+    METHODS,
+    TRAIN_LOG,
+    TrainConfig,
+    is_dpo,
+    is_lora,
+    learning_rate_key,
+    preflight,
+    train,
+)
 
-DEFAULT_DATA = task_dir() / "data" / "instructions_mini.jsonl"
+DEFAULT_DATA = str(task_dir() / "data" / "instructions_mini.jsonl")
+DEFAULT_PREFERENCES = str(task_dir() / "data" / "preferences_mini.jsonl")
 DEFAULT_TASKS = "calib_mmlu_mini,calib_facts_mini,calib_clm_mini"
 EVAL_DTYPE = "float32"
 
@@ -72,7 +90,8 @@ def _methods(text: str) -> list[str]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise argparse.ArgumentTypeError(f"methods are {', '.join(METHODS)}; got {text!r}")
-    return list(dict.fromkeys(methods))
+    with_stages = [stage for m in methods for stage in (CHAINED.get(m), m) if stage]  # type: ignore[call-overload]
+    return list(dict.fromkeys(with_stages))  # a chained method trains (and shows) its SFT run
 
 
 def _limit(text: str) -> float | dict[str, int]:
@@ -92,8 +111,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="calib-tune",
         description=(
-            "Instruction-tune a causal LM (full fine-tuning and LoRA, same data, epochs and "
-            "schedule), evaluate the calib tasks after every epoch, compare the methods."
+            "Align a causal LM with trl (SFT, DPO, SFT then DPO; full fine-tuning or LoRA; same "
+            "data order, epochs and schedule), evaluate the calib tasks after every epoch, "
+            "compare the methods."
         ),
     )
     model = p.add_argument_group("model and data")
@@ -107,23 +127,37 @@ def parser() -> argparse.ArgumentParser:
     model.add_argument("--revision", help="revision of a hub model")
     model.add_argument(
         "--data",
-        type=Path,
         default=DEFAULT_DATA,
-        help="Alpaca-style JSON Lines: instruction, input, output (default: the bundled "
-        "synthetic set instructions_mini.jsonl)",
+        help="SFT data, a file or hub data set: Alpaca (instruction, input, output; JSON Lines "
+        "or a JSON array) or oasst1 messages (default: the bundled synthetic set "
+        "instructions_mini.jsonl)",
+    )
+    model.add_argument(
+        "--preferences",
+        default=DEFAULT_PREFERENCES,
+        help="DPO data, a file or hub data set: prompt (or instruction, input), chosen, "
+        "rejected; HH-RLHF and UltraFeedback-binarized records too (default: the bundled "
+        "synthetic set preferences_mini.jsonl)",
     )
     model.add_argument(
         "--template",
-        type=Path,
-        help="YAML/JSON prompt template with keys with_input and without_input "
-        "(default: the Alpaca template)",
+        default="alpaca",
+        help="prompt template: alpaca, raw (the prompt as it is), chat (the tokenizer's chat "
+        "template), or a YAML/JSON file with keys with_input and without_input "
+        "(default alpaca)",
     )
     model.add_argument("--out", type=Path, required=True, help="output folder")
     training = p.add_argument_group("training (the same for every method)")
-    training.add_argument("--methods", type=_methods, default=list(METHODS), help="full,lora")
+    training.add_argument(
+        "--methods",
+        type=_methods,
+        default=["full", "lora"],
+        help=f"comma-separated, of {','.join(METHODS)} (x.dpo: DPO after the SFT run x; "
+        "default full,lora)",
+    )
     for method, rate in LEARNING_RATES.items():
         training.add_argument(
-            f"--lr-{method}",
+            f"--lr-{method.replace('_', '-')}",
             type=positive_float,
             default=rate,
             help=f"peak learning rate of {METHOD_LABELS[method]} (default {rate:g})",
@@ -147,9 +181,13 @@ def parser() -> argparse.ArgumentParser:
 def _train_config(args: argparse.Namespace, method: str) -> TrainConfig:
     return TrainConfig(
         method=method,  # type: ignore[arg-type]
-        learning_rate=getattr(args, f"lr_{method}"),
+        learning_rate=getattr(args, f"lr_{learning_rate_key(method)}"),
         **option_values(args, TrainConfig),
     )
+
+
+def _template(name: str) -> PromptTemplate:
+    return TEMPLATES[name] if name in TEMPLATES else load_template(Path(name))
 
 
 def _base_model(args: argparse.Namespace) -> BaseModel:
@@ -157,7 +195,10 @@ def _base_model(args: argparse.Namespace) -> BaseModel:
     if model.startswith(INSTALLED_PREFIX):
         model = str(resolve_installed(model))
     if args.gguf_file:
-        base = materialize_gguf(model, args.gguf_file, args.out / "base")
+        from accelerate import PartialState
+
+        with PartialState().main_process_first():  # one process converts, the others reuse
+            base = materialize_gguf(model, args.gguf_file, args.out / "base")
         print(f"base model: {args.gguf_file} as a plain transformers folder, {base.model}")
         return base
     return BaseModel(model, args.revision)
@@ -168,12 +209,15 @@ def checkpoint_points(
 ) -> list[tuple[str, int, PointSpec]]:
     """(method, epoch, point) for the base model (method ``base``, epoch 0) and for every
     checkpoint: a full checkpoint is a model of its own, a LoRA checkpoint a ``peft`` adapter
-    on the base model. Every point is evaluated in float32, the precision it was trained in."""
+    on the base model. A chained method's epochs count on from its SFT run's last epoch. Every
+    point is evaluated in float32, the precision it was trained in."""
     points = [("base", 0, PointSpec("base", base.model, base.revision, dtype=EVAL_DTYPE))]
     for method, folders in checkpoints.items():
-        for epoch, folder in enumerate(folders, start=1):
+        sft = CHAINED.get(method)  # type: ignore[call-overload]
+        first = 1 + (len(checkpoints[sft]) if sft else 0)
+        for epoch, folder in enumerate(folders, start=first):
             name = f"{method}-epoch{epoch}"
-            if method == "lora":
+            if is_lora(method):  # type: ignore[arg-type]
                 spec = PointSpec(
                     name, base.model, base.revision, peft=str(folder), dtype=EVAL_DTYPE
                 )
@@ -191,22 +235,37 @@ def _epoch_losses(run_dir: Path) -> list[float]:
     return [sum(v) / len(v) for _, v in sorted(losses.items())]
 
 
-def _setup_lines(args: argparse.Namespace, n_examples: int, base: BaseModel) -> list[str]:
+def _setup_lines(
+    args: argparse.Namespace, n_examples: int, n_pairs: int | None, base: BaseModel
+) -> list[str]:
     warmup = f"linear warmup over {args.warmup_ratio:.0%} of the steps, then {args.schedule} decay"
+    rates = ", ".join(
+        f"{getattr(args, f'lr_{m}'):g} ({METHOD_LABELS[m]})"
+        for m in LEARNING_RATES
+        if any(learning_rate_key(method) == m for method in args.methods)
+    )
+    bundled = args.preferences == DEFAULT_PREFERENCES
+    preferences = (
+        "Preference pairs: "
+        f"{'the bundled synthetic preferences_mini.jsonl' if bundled else args.preferences}"
+        f" ({n_pairs} pairs), the same template; DPO with beta {args.beta}, reference = the "
+        "starting model (the base, or the SFT checkpoint it continues)."
+    )
     lines = [
         f"Base model: {args.model}"
         + (f" ({args.gguf_file}, dequantized)" if args.gguf_file else "")
         + (f" at {args.revision}" if args.revision else "")
         + f"; loaded from {base.model}.",
-        f"Data: {'the bundled instructions_mini.jsonl' if args.data == DEFAULT_DATA else args.data}"
-        f" ({n_examples} examples), template: "
-        + (str(args.template) if args.template else "Alpaca")
+        "SFT data: "
+        f"{'the bundled instructions_mini.jsonl' if args.data == DEFAULT_DATA else args.data}"
+        f" ({n_examples} examples), template: {args.template}"
         + "; loss on the response tokens (and end-of-sequence) only.",
-        f"Training: {args.epochs} epoch(s), batch size {args.batch_size}, max length "
-        f"{args.max_length}, AdamW, weight decay {args.weight_decay}, {warmup}, peak LR "
-        f"{args.lr_full:g} (full) / {args.lr_lora:g} (LoRA r={args.lora_r}, "
+        *([preferences] if n_pairs is not None else []),
+        f"Training (trl, float32): {args.epochs} epoch(s) per stage, batch size {args.batch_size}, "
+        f"max length {args.max_length}, AdamW, weight decay {args.weight_decay}, {warmup}, "
+        f"gradient norm clipped at 1, peak LR {rates}; LoRA r={args.lora_r}, "
         f"alpha={args.lora_alpha}, dropout={args.lora_dropout}, targets "
-        f"{','.join(args.lora_target_modules or ['peft default'])}), seed {args.seed}"
+        f"{','.join(args.lora_target_modules or ['peft default'])}; seed {args.seed}"
         + (f", at most {args.max_steps} steps per method" if args.max_steps else "")
         + ".",
         f"Evaluation: {args.tasks}"
@@ -233,7 +292,8 @@ def _comparison(
     entries: dict[str, dict[int, dict]] = {method: {} for method in methods}
     for method, epoch, spec in points:
         if spec.name in written.results:
-            for target in methods if method == "base" else [method]:
+            continued = [m for m in methods if CHAINED.get(m) == method]  # type: ignore[call-overload]
+            for target in methods if method == "base" else [method, *continued]:
                 entries[target][epoch] = written.results[spec.name].entries
     compared = curves(entries, seen, written.report.options)
     return compared if compared.rows else None
@@ -253,17 +313,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("calib-tune: --revision does not apply to a --gguf-file model", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:
-        examples = read_examples(args.data)
-        template = load_template(args.template) if args.template else ALPACA
+        examples = load_instructions(args.data)
+        dpo = any(is_dpo(m) for m in args.methods)
+        pairs = load_preferences(args.preferences) if dpo else None
+        template = _template(args.template)
         base = _base_model(args)
-        checkpoints = {
-            method: train(base, examples, template, _train_config(args, method), args.out / method)
-            for method in args.methods
-        }
+        configs = {method: _train_config(args, method) for method in args.methods}
+        preflight(base, template, list(configs.values()))
+        checkpoints: dict[str, list[Path]] = {}
+        for method, config in configs.items():  # an SFT run comes before the DPO run after it
+            sft = CHAINED.get(method)
+            start = checkpoints[sft][-1] if sft else None
+            data = pairs if is_dpo(method) else examples
+            run_dir = args.out / method
+            checkpoints[method] = train(base, data, template, config, run_dir, None, start)
     except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: model loading
         print(f"calib-tune: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    if args.no_eval:
+    from accelerate import PartialState
+
+    if args.no_eval or not PartialState().is_main_process:
         return EXIT_OK
     points = checkpoint_points(base, checkpoints)
     settings = EvalSettings(
@@ -291,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_SOME_FAILED
     figure = write_figure(compared, args.out)
-    setup = _setup_lines(args, len(examples), base)
+    setup = _setup_lines(args, len(examples), len(pairs) if pairs else None, base)
     (args.out / TABLE).write_text(comparison_markdown(compared, figure, setup), encoding="utf-8")
     print(f"comparison: {args.out / TABLE} and {args.out / figure}.png")
     return EXIT_OK if all(o.finished for o in outcomes) else EXIT_SOME_FAILED

@@ -1,7 +1,7 @@
-"""ECE and accuracy against epoch, full fine-tuning and LoRA side by side, per task: the figure
-``ece_vs_epoch`` and the table ``comparison.md`` of a calib-tune run.
+"""ECE and accuracy against epoch, one line per method (SFT -> DPO as one continued line), per
+task: the figure ``ece_vs_epoch`` and the table ``comparison.md`` of a calib-tune run.
 
-Epoch 0 is the base model (shared by both methods). For a task whose records name the fact
+Epoch 0 is the base model (shared by every method). For a task whose records name the fact
 (``relation`` and ``sub_label``, as calib_facts does), a second row reports the facts that the
 tuning data does not contain (the examples' ``relation``/``sub_label`` sources), recomputed with
 calib-report's numbers: facts seen in tuning measure memorisation as much as calibration.
@@ -24,7 +24,14 @@ from calib_tasks.tune.data import Example
 
 FIGURE = "ece_vs_epoch"
 TABLE = "comparison.md"
-METHOD_LABELS = {"full": "full fine-tuning", "lora": "LoRA"}
+METHOD_LABELS = {
+    "full": "full fine-tuning",
+    "lora": "LoRA",
+    "dpo": "DPO",
+    "dpo_lora": "LoRA DPO",
+    "full.dpo": "full SFT -> DPO",
+    "lora.dpo": "LoRA SFT -> DPO",
+}
 Fact = tuple[str, str]
 
 
@@ -95,7 +102,7 @@ def write_figure(curves: Curves, out_dir: Path) -> str:
     write_metric_grid(
         out_dir / FIGURE,
         rows,
-        title="Calibration during instruction tuning: full fine-tuning vs LoRA (epoch 0 = base)",
+        title="Calibration during alignment, per method (epoch 0 = base)",
         x_label="epoch",
         log_x=False,
         tick_text=lambda x: f"{x:g}",
@@ -132,14 +139,16 @@ def comparison_markdown(curves: Curves, figure: str, setup: Sequence[str]) -> st
     """``comparison.md``: the run's ``setup`` lines, the figure and one table per row."""
     options = curves.options
     blocks: list[Block] = [
-        Heading("Instruction tuning: full fine-tuning vs LoRA", 1, "comparison"),
+        Heading("Alignment: calibration per method and epoch", 1, "comparison"),
         Paragraph(
             [
                 f"ECE with {binning_text(options.n_bins, options.binning)} and its {LEVEL} "
                 f"bootstrap interval ({cm.DEFAULT_N_RESAMPLES:,} resamples, seed "
                 f"{options.seed}), accuracy, mean confidence and n, per task and epoch; epoch 0 "
-                "is the base model. Rows named \u201cheld-out facts\u201d keep only the facts "
-                "whose relation and subject are not among the tuning examples' sources. "
+                "is the base model; a method chained after SFT (SFT -> DPO) shows the SFT "
+                "run's epochs, then its DPO epochs counted on. Rows named \u201cheld-out "
+                "facts\u201d keep only the facts whose relation and subject are not among the "
+                "tuning examples' sources. "
                 "Per-checkpoint reliability diagrams: ",
                 Code("eval/report/summary.md"),
                 ".",

@@ -1,15 +1,17 @@
-"""Instruction data for calib-tune: Alpaca-style examples, the prompt template, and the token
-encoding that puts the loss on the response tokens only.
+"""Instruction data for calib-tune: Alpaca-style examples, preference pairs, the prompt template,
+and the token encoding that puts the loss on the response tokens only.
 
-An example file is JSON Lines, one object per line with ``instruction`` and ``output`` (non-empty
-strings) and optionally ``input`` (a string); other keys are kept as the example's ``source``
-(the bundled set records the fact each pair was written from).
+An example file is Alpaca's layout, as JSON Lines or one JSON array: objects with ``instruction``
+and ``output`` (non-empty strings) and optionally ``input`` (a string); other keys are kept as the
+example's ``source`` (the bundled set records the fact each pair was written from). Other formats
+(OpenAssistant message trees, hub data sets, preference pairs) are read by
+``calib_tasks.tune.formats`` into the same types.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,12 +39,23 @@ class PromptTemplate:
 
     with_input: str
     without_input: str
+    #: The formatted text is the user turn of the tokenizer's chat template (``--template chat``).
+    chat: bool = False
 
     def prompt(self, example: Example) -> str:
-        """The prompt of ``example`` (everything before its response)."""
+        """The prompt of ``example`` (everything before its response) before any chat template."""
         if example.input.strip():
             return self.with_input.format(instruction=example.instruction, input=example.input)
         return self.without_input.format(instruction=example.instruction)
+
+    def render(self, example: Example, tokenizer: Any) -> str:
+        """The prompt text the model reads: ``prompt``, wrapped by the tokenizer's chat template
+        as one user turn followed by the assistant header when ``chat``."""
+        text = self.prompt(example)
+        if not self.chat:
+            return text
+        messages = [{"role": "user", "content": text}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 ALPACA = PromptTemplate(
@@ -56,10 +69,39 @@ ALPACA = PromptTemplate(
         "completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
     ),
 )
+#: The text as it is (e.g. HH-RLHF dialogues, which carry their own "Human:"/"Assistant:" turns).
+RAW = PromptTemplate(with_input="{instruction}\n\n{input}", without_input="{instruction}")
+#: One user turn of the tokenizer's own chat template.
+CHAT = PromptTemplate(RAW.with_input, RAW.without_input, chat=True)
+#: The templates ``--template`` names instead of a file.
+TEMPLATES = {"alpaca": ALPACA, "raw": RAW, "chat": CHAT}
+
+
+@dataclass(frozen=True)
+class Preference:
+    """One preference pair: the prompt (``instruction``/``input``, rendered by the template as
+    for an ``Example``), the preferred response ``chosen`` and the dispreferred ``rejected``;
+    ``source`` holds the record's other keys."""
+
+    instruction: str
+    input: str
+    chosen: str
+    rejected: str
+    source: Mapping[str, Any] = field(default_factory=dict)
 
 
 class DataError(ValueError):
     """An unusable example file or template file (the message names the file and line)."""
+
+
+def check_chat_template(template: PromptTemplate, tokenizer: Any, model: str) -> None:
+    """``DataError`` naming ``model`` when ``template`` is a chat template and the tokenizer
+    has none."""
+    if template.chat and not getattr(tokenizer, "chat_template", None):
+        raise DataError(
+            f"{model}: the tokenizer has no chat template (--template chat needs one; use "
+            "alpaca, raw or a template file)"
+        )
 
 
 def load_template(path: Path) -> PromptTemplate:
@@ -82,7 +124,9 @@ def load_template(path: Path) -> PromptTemplate:
     return template
 
 
-def _example(raw: Any, where: str) -> Example:
+def example_from(raw: Any, where: str) -> Example:
+    """The Alpaca record ``raw`` as an ``Example``; ``DataError`` names ``where`` (file and line)
+    when a field is missing, empty or not a string."""
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected an object with instruction and output")
     for key in ("instruction", "output"):
@@ -94,21 +138,35 @@ def _example(raw: Any, where: str) -> Example:
     return Example(raw["instruction"], raw.get("input", ""), raw["output"], source)
 
 
-def read_examples(path: Path) -> list[Example]:
-    """Every example of the JSON Lines file at ``path``; ``DataError`` names the first bad line."""
+def read_records(path: Path) -> list[tuple[str, Any]]:
+    """(where, record) for every record of ``path``: JSON Lines (``where`` is ``path:line``), or
+    one JSON array (a file starting with ``[``, as Alpaca's ``alpaca_data.json``; ``where`` is
+    ``path[index]``). ``DataError`` names the file and the line that is not JSON."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from None
-    examples = []
-    for number, line in enumerate(lines, start=1):
+    if text.lstrip().startswith("["):
+        try:
+            array = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+        return [(f"{path}[{index}]", raw) for index, raw in enumerate(array)]
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            raw = json.loads(line)
+            records.append((f"{path}:{number}", json.loads(line)))
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        examples.append(_example(raw, f"{path}:{number}"))
+    return records
+
+
+def read_examples(path: Path) -> list[Example]:
+    """Every Alpaca example of the file at ``path`` (``read_records``); ``DataError`` names the
+    first bad line."""
+    examples = [example_from(raw, where) for where, raw in read_records(path)]
     if not examples:
         raise DataError(f"{path}: no examples")
     return examples
@@ -132,7 +190,8 @@ def encode(example: Example, tokenizer: Any, template: PromptTemplate, max_lengt
     than ``max_length`` tokens (``truncated``) loses the start of its prompt, and the end of
     its response too when the response alone does not fit beside one prompt token.
     """
-    prompt_ids = list(tokenizer(template.prompt(example), add_special_tokens=True)["input_ids"])
+    prompt = template.render(example, tokenizer)  # a chat template writes its own BOS, if any
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=not template.chat)["input_ids"])
     response_ids = list(tokenizer(example.output, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         response_ids.append(tokenizer.eos_token_id)
@@ -142,20 +201,3 @@ def encode(example: Example, tokenizer: Any, template: PromptTemplate, max_lengt
         prompt_ids = prompt_ids[len(prompt_ids) - max(max_length - len(response_ids), 1) :]
     labels = [IGNORE_INDEX] * len(prompt_ids) + response_ids
     return Encoded(prompt_ids + response_ids, labels, truncated)
-
-
-def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
-    """Right-padded tensors ``input_ids``, ``attention_mask`` and ``labels`` (padding is masked
-    and carries no loss)."""
-    import torch
-
-    width = max(len(e.input_ids) for e in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, encoded in enumerate(batch):
-        n = len(encoded.input_ids)
-        input_ids[row, :n] = torch.tensor(encoded.input_ids)
-        labels[row, :n] = torch.tensor(encoded.labels)
-        attention[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
