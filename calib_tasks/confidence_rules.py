@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from calib_tasks.settings import setting_names
+
 #: The task setting (a key of the task's ``metadata``) naming the rules to compute.
 RULES_SETTING = "calib_rules"
 #: An option the ``letter`` rule accepts: one letter or digit, optionally in parentheses.
@@ -42,7 +44,7 @@ class OptionScores:
     token log-probability (None otherwise)."""
 
     loglikelihoods: Sequence[float]
-    lengths: Sequence[float]
+    lengths: Sequence[float] = ()
     min_token_logprobs: Sequence[float] | None = None
 
 
@@ -57,6 +59,8 @@ def _summed(scores: OptionScores) -> list[float]:
 
 
 def _per_character(scores: OptionScores) -> list[float]:
+    if len(scores.lengths) != len(scores.loglikelihoods):
+        raise ValueError("the norm rule needs every option's length")
     lls = np.asarray(scores.loglikelihoods, dtype=np.float64)
     return _softmax(lls / np.asarray(scores.lengths, dtype=np.float64))
 
@@ -130,14 +134,7 @@ _BY_NAME = {rule.name: rule for rule in RULES}
 def rules_setting(metadata: Mapping[str, Any] | None, task: str) -> tuple[Rule, ...]:
     """The rules a task computes, from its ``metadata``'s ``calib_rules`` (``DEFAULT_RULES``
     when absent), ``sum`` first and always; an unknown name is an error naming it and the task."""
-    value = (metadata or {}).get(RULES_SETTING, DEFAULT_RULES)
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"{task}: {RULES_SETTING} must be a list of rule names or a comma-separated string, "
-            f"got {value!r}"
-        )
-    names = [n.strip() for n in names if n.strip()]
+    names = setting_names(metadata, RULES_SETTING, DEFAULT_RULES, task)
     unknown = [n for n in names if n not in _BY_NAME]
     if unknown:
         raise ValueError(

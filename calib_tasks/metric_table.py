@@ -249,9 +249,9 @@ def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKin
     """A task's settings from its ``metadata`` (``calib_rules``, ``calib_recalibration``): an
     error naming rule or recalibrator and task when the task cannot compute it (a rule other
     than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``)."""
-    if kind != MULTICLASS and RULES_SETTING not in (metadata or {}):
-        return TaskSettings((SUM,), recalibration_setting(metadata, task, kind))
-    rules = rules_setting(metadata, task)
+    rules: tuple[Rule, ...] = (SUM,)
+    if kind == MULTICLASS or RULES_SETTING in (metadata or {}):  # the default is for MC only
+        rules = rules_setting(metadata, task)
     if kind != MULTICLASS and rules != (SUM,):
         raise ValueError(
             f"{task}: confidence rule(s) {[r.name for r in rules if r is not SUM]} of "

@@ -36,6 +36,7 @@ from calib_metrics.recalibration import (
     cross_fit,
 )
 from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL, PooledRecords, RecordKind
+from calib_tasks.settings import setting_names
 
 #: The task setting (a key of the task's ``metadata``) naming the recalibrators to fit.
 RECALIBRATION_SETTING = "calib_recalibration"
@@ -83,7 +84,6 @@ RECALIBRATORS: tuple[Recalibrator, ...] = (
     ),
 )
 _BY_NAME = {r.name: r for r in RECALIBRATORS}
-TEMPERATURE = _BY_NAME["temperature"]
 
 
 def recalibration_setting(
@@ -92,15 +92,8 @@ def recalibration_setting(
     """The recalibrators a task with records of ``kind`` fits, from its ``metadata``'s
     ``calib_recalibration`` (none when absent); an unknown name, or one that does not apply to
     the task's records, is an error naming it and the task."""
-    value = (metadata or {}).get(RECALIBRATION_SETTING, ())
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-        raise ValueError(
-            f"{task}: {RECALIBRATION_SETTING} must be a list of recalibrator names or a "
-            f"comma-separated string, got {value!r}"
-        )
     chosen = []
-    for name in (n.strip() for n in names if n.strip()):
+    for name in setting_names(metadata, RECALIBRATION_SETTING, (), task):
         if name not in _BY_NAME:
             raise ValueError(
                 f"{task}: unknown recalibrator {name!r} in {RECALIBRATION_SETTING}; the "

@@ -106,11 +106,11 @@ def read_choice_records(path: Path, target_delimiter: str = " ") -> ChoiceRecord
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
             out.problems.append(f"{path}:{number}: {error}")
             continue
-        out.records["sum"].append(choice_record(OptionScores(lls, []), gold))
-        if same_context:
+        out.records["sum"].append(choice_record(OptionScores(lls), gold))
+        if same_context:  # the norm rule's records: their log-likelihoods are per character
             lengths = np.array([max(len(choice), 1) for choice in choices], dtype=float)
             normalised = np.asarray(lls) / lengths
-            out.records["norm"].append(choice_record(OptionScores(normalised, []), gold))
+            out.records["norm"].append(choice_record(OptionScores(normalised), gold))
         else:
             out.multiple_input = True
     if out.multiple_input:
