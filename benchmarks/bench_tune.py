@@ -131,7 +131,8 @@ def main() -> None:
                 ratio = old_rate / new_rate  # > 1: trl is slower
                 verdict = "" if ratio <= BAR else f" (over the {BAR:.2f} bar)"
                 print(
-                    f"| {label} | {method} | {old_rate:.2f} | {new_rate:.2f} | {ratio:.3f}{verdict} "
+                    f"| {label} | {method} | {old_rate:.2f} | {new_rate:.2f} "
+                    f"| {ratio:.3f}{verdict} "
                     f"| {old_call:.2f} | {new_call:.2f} | {new_call / old_call:.3f} |",
                     flush=True,
                 )
