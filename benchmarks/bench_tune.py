@@ -50,9 +50,11 @@ def write_old_loop(folder: Path) -> None:
         (folder / f"old_tune_{name}.py").write_text(source, encoding="utf-8")
 
 
-def one_call(kind: str, model: Path, method: str, examples: int, batch: int, work: Path) -> None:
-    """Run one ``train`` call (``kind`` old or new) and print its steps per second and its
-    whole-call time as JSON: the child process's part."""
+def one_call(
+    kind: str, model: Path, method: str, examples: int, batch: int, old_loop: Path, run: Path
+) -> None:
+    """Run one ``train`` call (``kind`` old or new; the old loop's modules in ``old_loop``) into
+    ``run`` and print its steps per second and its whole-call time as JSON: the child's part."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from calib_tasks import task_dir
@@ -60,7 +62,7 @@ def one_call(kind: str, model: Path, method: str, examples: int, batch: int, wor
     from calib_tasks.tune.data import ALPACA, read_examples
 
     if kind == "old":
-        sys.path.insert(0, str(work))
+        sys.path.insert(0, str(old_loop))
         module = importlib.import_module("old_tune_train")
     else:
         module = importlib.import_module("calib_tasks.tune.train")
@@ -71,7 +73,7 @@ def one_call(kind: str, model: Path, method: str, examples: int, batch: int, wor
         method=method, learning_rate=1e-4, epochs=1, batch_size=batch, max_length=128
     )
     start = time.perf_counter()
-    module.train(BaseModel(str(model)), data, ALPACA, config, work / "run", io.StringIO())
+    module.train(BaseModel(str(model)), data, ALPACA, config, run, io.StringIO())
     call = time.perf_counter() - start
     rate = (len(steps) - 1) / (steps[-1] - steps[0])
     print(json.dumps({"rate": rate, "call": call}))
@@ -80,9 +82,7 @@ def one_call(kind: str, model: Path, method: str, examples: int, batch: int, wor
 def measure(kind: str, model: Path, method: str, args: argparse.Namespace, work: Path) -> dict:
     """One call in a fresh process: {"rate": steps/s, "call": seconds}."""
     with tempfile.TemporaryDirectory(dir=work) as run:
-        for name in ("old_tune_data.py", "old_tune_train.py"):
-            (Path(run) / name).write_bytes((work / name).read_bytes())
-        child = [sys.executable, __file__, "--child", kind, str(model), method, run]
+        child = [sys.executable, __file__, "--child", kind, str(model), method, str(work), run]
         sizes = ["--examples", str(args.examples), "--batch-size", str(args.batch_size)]
         done = subprocess.run(child + sizes, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -96,11 +96,13 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--model", type=Path, action="append", default=[])
-    p.add_argument("--child", nargs=4, metavar=("KIND", "MODEL", "METHOD", "DIR"))
+    p.add_argument("--child", nargs=5, metavar=("KIND", "MODEL", "METHOD", "OLD_LOOP", "RUN"))
     args = p.parse_args()
     if args.child:
-        kind, model, method, run = args.child
-        one_call(kind, Path(model), method, args.examples, args.batch_size, Path(run))
+        kind, model, method, old_loop, run = args.child
+        one_call(
+            kind, Path(model), method, args.examples, args.batch_size, Path(old_loop), Path(run)
+        )
         return
     from tiny_model import build_tiny_model
 
