@@ -130,6 +130,25 @@ def test_a_killed_run_resumes_at_its_last_epoch(model_dir: Path, tmp_path: Path,
     assert all(torch.equal(a[k], b[k]) for k in a)  # as if it had never been killed
 
 
+def test_the_sft_trainer_counts_flops_as_transformers_does(model_dir: Path, tmp_path: Path):
+    """The FLOP count the SFT trainer logs, its parameters counted once, is Trainer's own."""
+    from transformers import AutoTokenizer, Trainer
+
+    from calib_tasks.tune.data import encode
+    from calib_tasks.tune.train import _trainer, load_model
+
+    base, tokenizer = BaseModel(str(model_dir)), AutoTokenizer.from_pretrained(model_dir)
+    encoded = [encode(e, tokenizer, ALPACA, 64) for e in read_examples(BUNDLED)[:4]]
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+    for method in ("full", "lora"):
+        config = TrainConfig(method=method, learning_rate=1e-4, batch_size=2, max_length=64)
+        model = load_model(base, config)
+        trainer = _trainer(config, model, tokenizer, rows, tmp_path / method, base, None)
+        for batch in trainer.get_train_dataloader():
+            assert trainer.floating_point_ops(batch) == Trainer.floating_point_ops(trainer, batch)
+            assert trainer.floating_point_ops(batch) > 0
+
+
 def test_a_missing_chat_template_and_lora_target_are_refused_before_training(
     model_dir: Path, tmp_path: Path, capsys
 ):

@@ -18,6 +18,7 @@ examples per optimizer step, split over the processes.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -389,17 +390,27 @@ def _trainer(
         from transformers import Trainer
         from trl import SFTConfig, SFTTrainer
 
-        class ModelLossSFTTrainer(SFTTrainer):
-            """trl's SFTTrainer with the model's own cross-entropy over the labelled tokens.
-            trl's loss goes through its fused LM head (trl/trainer/utils.py,
-            add_fused_lm_head), which off Triton devices scores every position in Python-looped
-            tiles and adds entropy and top-1 metrics to every step: three times slower per step
-            than the model's loss on a small model on CPU (benchmarks/bench_tune.py)."""
+        class LeanSFTTrainer(SFTTrainer):
+            """trl's SFTTrainer without two per-step costs that buy calib-tune nothing.
+            The loss: the model's own cross-entropy over the labelled tokens, not trl's fused
+            LM head (trl/trainer/utils.py, add_fused_lm_head), which off Triton devices scores
+            every position in Python-looped tiles and adds entropy and top-1 metrics to every
+            step: three times slower per step than the model's loss on a small model on CPU.
+            The FLOP count the trainer logs (6 x tokens x non-embedding parameters, as
+            ``Trainer.floating_point_ops``): the parameters counted once, not by walking every
+            module at every step (benchmarks/bench_tune.py)."""
 
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
                 return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
 
-        return ModelLossSFTTrainer(
+            @functools.cached_property
+            def _non_embedding_parameters(self) -> int:
+                return self.model.num_parameters(exclude_embeddings=True)
+
+            def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+                return 6 * inputs["input_ids"].numel() * self._non_embedding_parameters
+
+        return LeanSFTTrainer(
             model=model,
             args=SFTConfig(**arguments),
             train_dataset=dataset,
