@@ -19,6 +19,7 @@ top per step against 16 MB in the old loop's (strace of ``brk``; the same per-op
 allocations in both, torch's profiler), about 3,000 against 900 page faults per step and
 thread. Pinned, both fault almost never, and what is left between them is the trainers' own
 work.
+
 Models: the tiny test GPT-2 (256-token window) and a wider 4x256 one, or the folders given with
 ``--model DIR`` (e.g. the SmolLM2 base that calib-tune materializes from the GGUF file,
 ``OUT/base``).

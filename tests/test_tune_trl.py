@@ -138,8 +138,7 @@ def test_the_sft_trainer_counts_flops_as_transformers_does(model_dir: Path, tmp_
     from calib_tasks.tune.train import _trainer, load_model
 
     base, tokenizer = BaseModel(str(model_dir)), AutoTokenizer.from_pretrained(model_dir)
-    encoded = [encode(e, tokenizer, ALPACA, 64) for e in read_examples(BUNDLED)[:4]]
-    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+    rows = [encode(e, tokenizer, ALPACA, 64).row() for e in read_examples(BUNDLED)[:4]]
     for method in ("full", "lora"):
         config = TrainConfig(method=method, learning_rate=1e-4, batch_size=2, max_length=64)
         model = load_model(base, config)

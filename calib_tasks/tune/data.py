@@ -181,6 +181,10 @@ class Encoded:
     labels: list[int]
     truncated: bool
 
+    def row(self) -> dict[str, list[int]]:
+        """The example as trl's SFT takes it pre-tokenized: ``input_ids`` and ``labels``."""
+        return {"input_ids": self.input_ids, "labels": self.labels}
+
 
 def encode(example: Example, tokenizer: Any, template: PromptTemplate, max_length: int) -> Encoded:
     """Encode ``example`` for causal-LM training with the loss on the response only.

@@ -344,7 +344,7 @@ def train(
         ]
     else:
         encoded = [encode(e, tokenizer, template, config.max_length) for e in data]  # type: ignore[arg-type]
-        rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in encoded]
+        rows = [e.row() for e in encoded]
         truncated = sum(e.truncated for e in encoded)
         if truncated:
             print(f"{config.method}: {truncated} example(s) cut at {config.max_length}", file=out)
