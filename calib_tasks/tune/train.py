@@ -10,7 +10,8 @@ trl pre-tokenized; DPO pairs are tokenized by trl (prompt rendered by the templa
 each response). A checkpoint is saved after every epoch into ``epoch1``, ``epoch2``...: the
 model and tokenizer for full fine-tuning, the adapter alone for LoRA. The trainer's own state
 (optimizer, scheduler, RNG) is saved too, so a killed run resumes at its last finished epoch;
-a finished run with the same config and data is reused as it is.
+a finished run with the same config and data is reused as it is. glibc's heap is pinned for the
+training (``heap.pin_glibc_heap``): the process keeps the memory it frees between steps.
 
 Under ``accelerate launch`` the same call trains data-parallel: ``batch_size`` stays the
 examples per optimizer step, split over the processes.
@@ -40,6 +41,7 @@ from calib_tasks.tune.data import (
     check_chat_template,
     encode,
 )
+from calib_tasks.tune.heap import pin_glibc_heap
 
 Method = Literal["full", "lora", "dpo", "dpo_lora", "full.dpo", "lora.dpo"]
 Schedule = Literal["linear", "cosine"]
@@ -365,6 +367,7 @@ def train(
     trainer = _trainer(config, model, tokenizer, rows, run_dir, base, start)
     trainer.add_callback(_callback(run_dir, tokenizer, config.method, out))
     trainer.remove_callback(PrinterCallback)  # the log dicts: train_log.jsonl has them
+    pin_glibc_heap()
     trainer.train(resume_from_checkpoint=resume)
     if trainer.is_world_process_zero():
         shutil.rmtree(run_dir / TRAINER_DIR)
