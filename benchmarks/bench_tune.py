@@ -11,14 +11,14 @@ last, timed by a global optimizer-step hook, so the same clock for both) and the
 (model loading, data preparation, the epoch checkpoint; the trl one also saves its resumable
 trainer state). The best round of each is compared; the bar applies to the throughput.
 
-Each model and method is measured twice: with glibc's heap as the environment leaves it, and
-with its trimming pinned in both processes (``PINNED_HEAP``). As it is, glibc sets its trim
-threshold from what each process freed earlier, so two processes doing the same work can
-differ: on the tiny model the trainer's process gave back and re-faulted about 32 MB of heap
-top per step against 16 MB in the old loop's (strace of ``brk``; the same per-operation
-allocations in both, torch's profiler), about 3,000 against 900 page faults per step and
-thread. Pinned, both fault almost never, and what is left between them is the trainers' own
-work.
+Each model and method is measured twice. "as is": no malloc variables in the environment, so
+the old loop runs on glibc's self-tuning heap and calib-tune pins its own
+(``calib_tasks.tune.heap``): what each does when run. Self-tuning, glibc sets its trim threshold
+from what the process freed earlier, and on the tiny model the trainer's process gave back and
+re-faulted about 32 MB of heap top per step against 16 MB in the old loop's (strace of ``brk``;
+the same per-operation allocations in both, torch's profiler). "pinned": the same settings in
+both processes' environment (``PINNED_HEAP``, which the pin leaves to win), so what is left
+between them is the trainers' own work.
 
 Models: the tiny test GPT-2 (256-token window) and a wider 4x256 one, or the folders given with
 ``--model DIR`` (e.g. the SmolLM2 base that calib-tune materializes from the GGUF file,
@@ -43,12 +43,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # calib_tasks, and the fixture's model builder
 
+from calib_tasks.tune.heap import PIN  # noqa: E402
+
 OLD_LOOP = "20d7143b9b82b4a62a64f4764578aa421a974eb6"  # the last commit with the old loop
 BAR = 1.10  # the trl trainer may take at most 10% longer
 METHODS = ("full", "lora")
-#: glibc's malloc settings per heap setting (``mallopt(3)``): 256 MB of free heap top kept, not
-#: given back; blocks below 32 MB (the largest allowed) taken from the heap, not ``mmap``.
-PINNED_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(256 << 20), "MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+#: The environment of each heap setting: "pinned" gives both processes calib-tune's own pin.
+PINNED_HEAP = {variable: str(value) for variable, (_, value) in PIN.items()}
 HEAPS = {"as is": {}, "pinned": PINNED_HEAP}
 
 
