@@ -14,7 +14,8 @@ import pytest
 
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 
-BLOCKS = 64  # of 1 MB: above glibc's default mmap threshold (128 kB), below the pin's limit
+BLOCK = 1 << 20  # above glibc's default mmap threshold (128 kB), below the pin's limit
+BLOCKS = 64
 PROBE = f"""
 import ctypes, json, sys
 from calib_tasks.tune.heap import pin_glibc_heap
@@ -31,7 +32,7 @@ libc.free.argtypes = [ctypes.c_void_p]
 if sys.argv[1] == "pin":
     pin_glibc_heap()
 before = libc.mallinfo2()
-blocks = [libc.malloc(1 << 20) for _ in range({BLOCKS})]
+blocks = [libc.malloc({BLOCK}) for _ in range({BLOCKS})]
 during = libc.mallinfo2()
 for block in blocks:
     libc.free(block)
@@ -42,8 +43,8 @@ print(json.dumps({{"mmapped": mmapped, "heap_kept": kept}}))
 
 
 def probe(mode: str, **env: str) -> dict[str, int]:
-    """Allocate and free ``BLOCKS`` blocks of 1 MB in a fresh process (``mode`` "pin" or "as
-    is"): the bytes they took by ``mmap`` and the heap kept after they were freed."""
+    """Allocate and free ``BLOCKS`` blocks of ``BLOCK`` bytes in a fresh process (``mode``
+    "pin" or "as is"): the bytes they took by ``mmap`` and the heap kept after they were freed."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     done = subprocess.run(
         [sys.executable, "-c", PROBE, mode],
@@ -58,14 +59,14 @@ def probe(mode: str, **env: str) -> dict[str, int]:
 def test_pinned_blocks_come_from_the_heap_and_stay_there_when_freed() -> None:
     pinned = probe("pin")
     assert pinned["mmapped"] == 0
-    assert pinned["heap_kept"] >= BLOCKS << 20
+    assert pinned["heap_kept"] >= BLOCKS * BLOCK
 
 
 def test_as_is_glibc_maps_the_blocks_or_gives_the_heap_back() -> None:
     as_is = probe("as is")
-    assert as_is["mmapped"] >= BLOCKS << 20 or as_is["heap_kept"] < BLOCKS << 20
+    assert as_is["mmapped"] >= BLOCKS * BLOCK or as_is["heap_kept"] < BLOCKS * BLOCK
 
 
 def test_the_environment_settings_win_over_the_pin() -> None:
     pinned = probe("pin", MALLOC_MMAP_THRESHOLD_=str(64 << 10))
-    assert pinned["mmapped"] >= BLOCKS << 20
+    assert pinned["mmapped"] >= BLOCKS * BLOCK
