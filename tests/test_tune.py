@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,13 @@ def test_bad_data_and_templates_are_named(tmp_path: Path):
     assert load_template(template).prompt(Example("hi", "", "x")) == "Q: hi\nA:"
     examples = read_examples(BUNDLED)
     assert len(examples) > 300 and examples[0].source["relation"] == "P36"
+
+
+def test_without_trl_calib_tune_names_the_tune_extra(monkeypatch, capsys, tmp_path: Path):
+    monkeypatch.setitem(sys.modules, "trl", None)  # what `import trl` meets when it is absent
+    assert calib_tune(["--model", "any", "--out", str(tmp_path / "out")]) == 2
+    assert '"tune" extra' in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -112,6 +112,13 @@ def test_an_empty_response_is_named_by_line(tmp_path: Path):
         load_instructions(_jsonl(tmp_path / "oasst.jsonl", oasst))
 
 
+def test_a_binary_file_is_named_not_a_decode_traceback(tmp_path: Path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b'{"prompt": "p"}\n\x89PNG\r\n\x1a\n\xff\xfe')
+    with pytest.raises(DataError, match=r"pairs.jsonl: not UTF-8 text \(at byte offset 16\)"):
+        load_preferences(str(path))
+
+
 def test_a_missing_file_that_is_no_hub_data_set_is_named(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

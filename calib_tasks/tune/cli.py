@@ -299,10 +299,26 @@ def _comparison(
     return compared if compared.rows else None
 
 
+def _missing_trainer() -> str | None:
+    """The message for a missing ``tune`` extra (trl, which brings accelerate), else None."""
+    try:
+        import trl  # noqa: F401 - only whether it imports
+    except ImportError as error:
+        return (
+            f"calib-tune trains with trl, which is not installed ({error}): install the package's "
+            '"tune" extra, e.g. pip install -e ".[tune]" in a checkout'
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run calib-tune with ``argv`` (default: the process's arguments); returns the exit
     status (see the module docstring)."""
     args = parser().parse_args(argv)
+    missing = _missing_trainer()
+    if missing:
+        print(missing, file=sys.stderr)
+        return EXIT_BAD_INPUT
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     try:
         limit = parse_limit(args.limit, tasks)

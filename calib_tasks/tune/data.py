@@ -108,7 +108,7 @@ def load_template(path: Path) -> PromptTemplate:
     """A template from a YAML/JSON file with the keys ``with_input`` and ``without_input``."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise DataError(f"{path}: cannot read the template ({error})") from None
     if not isinstance(raw, dict) or set(raw) != {"with_input", "without_input"}:
         raise DataError(f"{path}: a template needs exactly the keys with_input, without_input")
@@ -146,6 +146,11 @@ def read_records(path: Path) -> list[tuple[str, Any]]:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DataError(f"{path}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (at byte offset {error.start}); expected JSON Lines "
+            "or a JSON array"
+        ) from None
     if text.lstrip().startswith("["):
         try:
             array = json.loads(text)
