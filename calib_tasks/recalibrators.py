@@ -121,6 +121,23 @@ def cross_fit_groups(records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
     return None
 
 
+def cross_fit_folds(records: Sequence[Mapping[str, Any]]) -> str:
+    """How ``cross_fit_groups`` deals ``records`` to folds, in words: by whole subjects or
+    relations (naming how many), or one item at a time, saying why (a single value of the group
+    field, or no group field)."""
+    groups = cross_fit_groups(records)
+    for field in GROUP_FIELDS:
+        if all(field in r for r in records):
+            values = {str(r[field]) for r in records}
+            if groups is not None:
+                return f"folds of whole {field}s ({len(values)} {field}s)"
+            return (
+                f"folds of single items: every record has the same {field} "
+                f"({next(iter(values))!r}), so there is no other {field} to fit on"
+            )
+    return f"folds of single items: the records have no {' or '.join(GROUP_FIELDS)}"
+
+
 def option_scores(pool: PooledRecords) -> np.ndarray:
     """The (n, k) option log-likelihoods of a multiple-choice pool; ``ValueError`` naming the
     task when documents differ in their number of options or a record has none."""

@@ -23,16 +23,19 @@ N = 300
 FLIP = "THE ORDER OF THE RUNS FLIPS"
 
 
-def _records(option_probs: list[float], accuracy: float) -> list[dict]:
+def _records(
+    option_probs: list[float], accuracy: float, lengths: tuple[float, ...] = (1.0,) * 4
+) -> list[dict]:
     """``N`` documents whose options have raw probabilities about ``option_probs`` (the sum rule
     renormalises them, the letter rule takes them as they are), option 0 predicted, gold in the
-    first ``accuracy`` share of documents and one of the others after."""
+    first ``accuracy`` share of documents and one of the others after; the options are
+    ``lengths`` characters long (one each by default: norm rule = sum rule)."""
     records = []
     for i in range(N):
         probs = np.array(option_probs)
         probs[0] *= 1 + 0.04 * (i % 5 - 2)  # confidences spread a little around their mean
         lls = np.log(probs)
-        scores = OptionScores(lls, [1.0] * 4, lls)  # one-token options: min rule = sum rule
+        scores = OptionScores(lls, lengths, lls)  # one-token options: min rule = sum rule
         gold = 0 if i < accuracy * N else 1 + i % 3
         records.append(choice_record(scores, gold, RULES))
     return records
@@ -54,6 +57,7 @@ WORSE = ([0.09, 0.01, 0.01, 0.01], 0.3)
 
 
 def _report(tmp_path: Path, runs: dict[str, tuple]) -> str:
+    """summary.md of the runs ``runs`` (name -> arguments of ``_records``)."""
     folders = [_write_run(tmp_path / name, _records(*spec)) for name, spec in runs.items()]
     result = write_report(folders, tmp_path / "report", ReportOptions())
     return result.summary.read_text(encoding="utf-8")
@@ -114,3 +118,49 @@ def test_recalibration_table_and_temperature(tmp_path):
     after = float(rows["temperature"][0].split()[0])
     assert 0.28 < before < 0.32 and after < 0.05
     assert any((tmp_path / "report" / "figures").glob("reliability_recalibrated__*.png"))
+
+
+NORM_SAME = "The norm rule gives the sum rule's option probabilities in every record"
+ONE_CHARACTER = "every option is one character long (answer letters)"
+
+
+def test_rules_that_coincide_with_the_sum_rule_say_why(tmp_path):
+    summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM, "run-b": CALIBRATED_SUM})
+    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    for run in ("run-a", "run-b"):  # the identical rows that the table explains
+        assert rows[(run, "norm")] == rows[(run, "sum")] == rows[(run, "min")]
+    assert f"{NORM_SAME} (run-a, run-b): {ONE_CHARACTER}, and a log-likelihood divided" in summary
+    assert "The min rule gives the sum rule's option probabilities in every record (run-a, " in (
+        summary
+    )
+    assert "The letter rule gives" not in summary
+
+
+def test_no_such_sentence_when_the_options_differ_in_length(tmp_path):
+    summary = _report(tmp_path, {"run-a": (*OVERCONFIDENT_SUM, (1.0, 2.0, 3.0, 4.0))})
+    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    assert rows[("run-a", "norm")] != rows[("run-a", "sum")]
+    assert NORM_SAME not in summary and ONE_CHARACTER not in summary
+
+
+def test_the_recalibration_note_says_how_the_folds_were_made(tmp_path):
+    """Folds of whole subjects only when the records have two or more subjects; with one, or
+    none, the note says that items were dealt to folds one by one, and why."""
+    records = _records(*OVERCONFIDENT_SUM)
+    cases = {
+        "none": (records, "folds of single items: the records have no subject or relation"),
+        "one": (
+            [{**r, "subject": "algebra"} for r in records],
+            "folds of single items: every record has the same subject ('algebra')",
+        ),
+        "two": (
+            [{**r, "subject": ("algebra", "anatomy")[i % 2]} for i, r in enumerate(records)],
+            "folds of whole subjects (2 subjects)",
+        ),
+    }
+    for name, (rows, words) in cases.items():
+        run = _write_run(tmp_path / name / "run", rows)
+        write_report([run], tmp_path / name / "report", ReportOptions())
+        summary = (tmp_path / name / "report" / "summary.md").read_text()
+        assert words in summary, name
+        assert "grouped by subject or relation" not in summary

@@ -8,9 +8,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import calib_metrics as cm
 from calib_tasks.command_line.conventions import EXIT_BAD_INPUT, EXIT_OK, positive_int
 from calib_tasks.report.entries import ReportOptions
 from calib_tasks.report.numbers import EQUAL_MASS, EQUAL_WIDTH
+
+#: The most bins ``--bins`` takes: the cells of calib_metrics' confidence histograms (bins of
+#: width 0.001), through which token records and the ECE's bootstrap bin confidences; finer
+#: bins cannot be filled, and their bootstrap alone would need resamples x bins of memory.
+MAX_BINS = cm.DEFAULT_RESOLUTION
+
+
+def bins_count(text: str) -> int:
+    """An argument type: a number of bins, 1 to ``MAX_BINS``."""
+    value = positive_int(text)
+    if value > MAX_BINS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_BINS} bins (bins of width {1 / MAX_BINS:g}, the resolution of "
+            f"calib_metrics' confidence histograms), got {text}"
+        )
+    return value
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,9 +58,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--bins",
-        type=positive_int,
+        type=bins_count,
         default=defaults.n_bins,
-        help=f"number of bins (default {defaults.n_bins})",
+        help=f"number of bins, 1 to {MAX_BINS} (default {defaults.n_bins})",
     )
     p.add_argument(
         "--seed", type=int, default=defaults.seed, help=f"bootstrap seed (default {defaults.seed})"

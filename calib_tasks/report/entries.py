@@ -91,18 +91,22 @@ class Entry:
         return [m for m in (self.incomplete, self.not_measured) if m]
 
 
-def _note_problems(samples: TaskSamples, notes: Notes, where: str) -> None:
-    problems = samples.problems
-    if not problems:
-        return
+def _note_listed(problems: list[str], more: str, path: Path, notes: Notes, where: str) -> None:
+    """Note the first ``MAX_LISTED_PROBLEMS`` of ``problems`` (lines of the file at ``path``)
+    and how many more there are (``more`` says what they are)."""
     listed = problems[:MAX_LISTED_PROBLEMS]
     for problem in listed:
         notes.add(f"{where}: {problem}")
     if len(problems) > len(listed):
-        notes.add(
-            f"{where}: {len(problems) - len(listed)} more unusable lines in {samples.path} "
-            "(not listed)"
-        )
+        notes.add(f"{where}: {len(problems) - len(listed)} {more} in {path} (not listed)")
+
+
+def _note_problems(samples: TaskSamples, notes: Notes, where: str) -> None:
+    """Note the unusable lines of ``samples`` and its lines left out of some numbers."""
+    _note_listed(samples.problems, "more unusable lines", samples.path, notes, where)
+    _note_listed(
+        samples.left_out, "more lines left out of some numbers", samples.path, notes, where
+    )
 
 
 def _from_samples(
@@ -308,10 +312,8 @@ def _logged_choice_entries(
     without this package, from the option log-likelihoods its samples logged
     (``logged_choices``)."""
     where = f"{task} ({label})"
-    delimiter = run.configs.get(task, {}).get("target_delimiter", " ")
-    logged = read_choice_records(path, str(delimiter))
-    for problem in logged.problems[:MAX_LISTED_PROBLEMS]:
-        notes.add(f"{where}: {problem}")
+    logged = read_choice_records(path, run.configs.get(task, {}))
+    _note_listed(logged.problems, "more lines left out", path, notes, where)
     if logged.multiple_input:
         notes.add(
             f"{where}: the options sit in the context (multiple_input): the length-normalised "

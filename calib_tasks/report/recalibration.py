@@ -8,15 +8,18 @@ each resample of the documents. Both use calib_metrics' default level, resamples
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 import calib_metrics as cm
+from calib_tasks.confidence_rules import SUM
 from calib_tasks.recalibrators import (
     RECALIBRATORS,
     Recalibrator,
+    cross_fit_folds,
     fit_temperature,
     fitted_temperature,
     option_scores,
@@ -25,6 +28,7 @@ from calib_tasks.recalibrators import (
 )
 from calib_tasks.records import MULTICLASS, TOP_LABEL, PooledRecords
 from calib_tasks.report.entries import Entry
+from calib_tasks.report.samples import LOGLIKELIHOODS
 
 #: The recalibrator whose result the report draws beside the original diagram, per record kind.
 DRAWN = {MULTICLASS: "temperature", TOP_LABEL: "platt"}
@@ -47,13 +51,15 @@ class RecalibratedRow:
 class Recalibration:
     """An entry's rows (as measured first), the temperature fitted on all its documents (None
     for tasks without option scores; ``inf`` where the scores say nothing of the gold option)
-    with its interval (None when a resample's temperature is infinite too), and why
-    recalibrators could not be fitted (``skipped``)."""
+    with its interval (None when a resample's temperature is infinite too), why
+    recalibrators could not be fitted (``skipped``), and how the items were dealt to the
+    cross-fitting folds (``folds``, in words)."""
 
     rows: list[RecalibratedRow]
     temperature: float | None
     temperature_interval: cm.ConfidenceInterval | None
     skipped: list[str]
+    folds: str
 
 
 def _item_bootstrap(statistic: Callable[[np.ndarray], float], n: int) -> cm.ConfidenceInterval:
@@ -97,11 +103,28 @@ def _temperature_interval(pool: PooledRecords) -> cm.ConfidenceInterval | None:
         return None
 
 
+def _options_gap(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the option scores of ``records`` cannot be recalibrated when some of them lack what
+    others carry (option probabilities, usable log-likelihoods: ``samples.PARTS``), else None."""
+    for part, what in ((SUM.field, "option probabilities"), (LOGLIKELIHOODS, "log-likelihoods")):
+        held = sum(part in r for r in records)
+        if 0 < held < len(records):
+            return (
+                f"only {held} of {len(records)} records carry usable {what} (the notes say which)"
+            )
+    return None
+
+
 def recalibration(entry: Entry) -> Recalibration | None:
-    """The entry's recalibration, or None for records that are not one prediction each."""
+    """The entry's recalibration, or None for records that are not one prediction each. When
+    some records lack what others carry (``_options_gap``), the recalibrators of option scores
+    are not fitted, and when it is option probabilities the others use the top label alone."""
     records = entry.records
     if not records or not all("confidence" in r and "correct" in r for r in records):
         return None
+    gap = _options_gap(records)
+    if not all(SUM.field in r for r in records):
+        records = [{k: v for k, v in r.items() if k not in (SUM.field, "label")} for r in records]
     pool = PooledRecords(records, entry.task)
     multiclass = pool.kind == MULTICLASS
     labels = pool.top_label.labels if multiclass else None
@@ -110,6 +133,9 @@ def recalibration(entry: Entry) -> Recalibration | None:
     skipped: list[str] = []
     temperature, interval = None, None
     for recalibrator in RECALIBRATORS:
+        if recalibrator.on_options and gap is not None:
+            skipped.append(f"{recalibrator.name}: {gap}")
+            continue
         if pool.kind not in recalibrator.kinds:
             continue
         probs = None
@@ -125,4 +151,4 @@ def recalibration(entry: Entry) -> Recalibration | None:
             skipped.append(f"{recalibrator.name}: {error}")
             continue
         rows.append(_row(recalibrator, confidence, correct, probs, labels))
-    return Recalibration(rows, temperature, interval, skipped)
+    return Recalibration(rows, temperature, interval, skipped, cross_fit_folds(pool.records))

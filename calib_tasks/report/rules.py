@@ -1,11 +1,13 @@
 """Per task: one table of confidence rules x metrics, and whether the runs' order flips.
 
 The numbers come from the metric table's per-rule rows (``calib_tasks.metric_table``), computed
-on each entry's records as the task computes them (its defaults), for every rule whose option
-probabilities the records hold. With two or more runs of a task, the runs are ranked by ECE
-under each rule and by SCE; when two of those rankings disagree, the conclusion depends on how
-confidence was read off the model (the flip Oh & Hwang, 2024, found for the alignment question),
-and the report says so in words.
+as the task computes them (its defaults), for every rule whose option probabilities the entry's
+records hold, each on the records that hold them: a record whose part of a rule was unusable
+lost it when it was read (``samples.PARTS``), so it leaves out only itself, and only from that
+rule. With two or more runs of a task, the runs are ranked by ECE under each rule and by SCE;
+when two of those rankings disagree, the conclusion depends on how confidence was read off the
+model (the flip Oh & Hwang, 2024, found for the alignment question), and the report says so in
+words.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -24,39 +27,58 @@ from calib_tasks.report.entries import Entry
 
 #: The per-rule metrics shown, in column order (keys without the rule's suffix).
 COLUMNS = ("ece", "sce", "classwise_ece", "brier", "helm_ece_10_bin", "helm_selective_acc_10")
+#: How far a rule's option probabilities may be from the sum rule's to count as the same.
+SAME_TOLERANCE = 1e-12
+#: Why a rule gives the sum rule's probabilities in every record (``RuleRow.same_as_sum``).
+WHY_SAME = {
+    "norm": "every option is one character long (answer letters), and a log-likelihood "
+    "divided by a length of 1 is itself",
+    "min": "every option is one token long, and the smallest token log-probability of a "
+    "one-token option is its log-likelihood",
+    "letter": "the options' probabilities over the whole vocabulary already sum to 1",
+}
 
 
 @dataclass(frozen=True)
 class RuleRow:
     """One run under one rule: accuracy of the rule's prediction, the ECE's bootstrap interval
-    and every column's value (NaN where the rule does not define it)."""
+    and every column's value (NaN where the rule does not define it), computed on ``n`` of the
+    entry's ``of`` records (those holding the rule's probabilities); ``same_as_sum`` when the
+    rule's option probabilities are the sum rule's in every one of them."""
 
     entry: Entry
     rule: Rule
     acc: float
     ece_interval: cm.ConfidenceInterval
     values: dict[str, float]
+    n: int
+    of: int
+    same_as_sum: bool = False
 
 
-def _pool(entry: Entry) -> PooledRecords | None:
-    records = entry.records
-    if not records or not all("probs" in r and "label" in r for r in records):
-        return None
-    return PooledRecords(records, entry.task)
+def _holding(records: list[dict[str, Any]], rule: Rule) -> list[dict[str, Any]]:
+    """The records that hold the option probabilities of the sum rule and of ``rule``."""
+    return [r for r in records if SUM.field in r and rule.field in r]
 
 
-def rules_in(pool: PooledRecords) -> list[Rule]:
-    """The rules whose option probabilities every record holds, in ``RULES`` order."""
-    return [rule for rule in RULES if all(rule.field in r for r in pool.records)]
+def _same_as_sum(records: list[dict[str, Any]], rule: Rule) -> bool:
+    """Whether ``rule`` (not ``sum``) gives the sum rule's option probabilities in every one of
+    ``records``."""
+    return rule is not SUM and all(
+        np.allclose(r[rule.field], r[SUM.field], rtol=0.0, atol=SAME_TOLERANCE) for r in records
+    )
 
 
 def rule_rows(entry: Entry) -> list[RuleRow]:
-    """The entry's rows, one per rule its records hold (none for records without options)."""
-    pool = _pool(entry)
-    if pool is None:
-        return []
+    """The entry's rows, one per rule some of its records hold, in ``RULES`` order (none for
+    records without options)."""
+    records = entry.records or []
     rows = []
-    for rule in rules_in(pool):
+    for rule in RULES:
+        holding = _holding(records, rule)
+        if not holding:
+            continue
+        pool = PooledRecords(holding, entry.task)
         by_key = {m.key: m for m in metric_table.metrics_for(MULTICLASS, _settings(rule))}
         values = {}
         for column in COLUMNS:
@@ -64,7 +86,9 @@ def rule_rows(entry: Entry) -> list[RuleRow]:
             values[column] = metric.compute[MULTICLASS](pool) if metric else math.nan
         confidence, correct = pool.rule_top_label(rule)
         interval = cm.bootstrap_ci(confidence, correct, metric="ece")
-        rows.append(RuleRow(entry, rule, float(np.mean(correct)), interval, values))
+        acc = float(np.mean(correct))
+        same = _same_as_sum(holding, rule)
+        rows.append(RuleRow(entry, rule, acc, interval, values, len(holding), len(records), same))
     return rows
 
 

@@ -35,7 +35,7 @@ from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
 from calib_tasks.report.breakdown import BreakdownRow
 from calib_tasks.report.entries import Entry, ReportOptions
 from calib_tasks.report.recalibration import Recalibration
-from calib_tasks.report.rules import COLUMNS, RuleRow, flip_notice
+from calib_tasks.report.rules import COLUMNS, WHY_SAME, RuleRow, flip_notice
 from calib_tasks.report.runs import Run
 
 TITLE = "Calibration report"
@@ -218,14 +218,49 @@ def _interval_text(interval: cm.ConfidenceInterval | None) -> str:
     return ece_with_interval(interval.estimate, interval.low, interval.high)
 
 
+def _rule_cell(row: RuleRow) -> Text:
+    """The rule's name, with an INCOMPLETE marker when it left some of the entry's records out."""
+    if row.n == row.of:
+        return [row.rule.name]
+    return [row.rule.name, " ", Alert(f"INCOMPLETE: {row.n} of {row.of} records")]
+
+
+def _same_as_sum_text(rows: Sequence[RuleRow]) -> str:
+    """Why rules give the sum rule's numbers, for every rule that does so for some run."""
+    runs: dict[str, list[str]] = {}
+    for row in rows:
+        if row.same_as_sum:
+            runs.setdefault(row.rule.name, []).append(row.entry.label)
+    return " ".join(
+        f"The {name} rule gives the sum rule's option probabilities in every record "
+        f"({', '.join(labels)}): {WHY_SAME[name]}."
+        for name, labels in runs.items()
+    )
+
+
 def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
-    """The task's table of confidence rules x metrics (one row per run and rule)."""
+    """The task's table of confidence rules x metrics (one row per run and rule), saying why
+    rules coincide with the sum rule where they do and marking the rows of a rule that left
+    records out (see the notes for which)."""
     if not rows or {row.rule.name for row in rows} == {"sum"} and notice is None:
         return []
+    described = "; ".join(
+        f"{r.name}: {r.description}" for r in dict.fromkeys(row.rule for row in rows)
+    )
+    words = [
+        "How confidence is read off the model, each rule's numbers from the same records, with "
+        f"the tasks' own binning ({described}); n/a: the rule's probabilities do not sum to 1 "
+        "over the options.",
+        "A rule marked INCOMPLETE is computed only on the records that hold usable "
+        "probabilities under it (the notes name the lines a task's samples file left out)."
+        if any(row.n < row.of for row in rows)
+        else "",
+        _same_as_sum_text(rows),
+    ]
     body: list[list[Text]] = [
         [
             [row.entry.label],
-            [row.rule.name],
+            _rule_cell(row),
             [fmt(row.acc)],
             [_interval_text(row.ece_interval)],
             *[[fmt(row.values[column])] for column in COLUMNS[1:]],
@@ -236,16 +271,7 @@ def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
         Heading(
             f"Confidence rules of {rows[0].entry.task}", 3, slug(f"rules-{rows[0].entry.task}")
         ),
-        Paragraph(
-            [
-                "How confidence is read off the model, each rule's numbers from the same "
-                "records, with the tasks' own binning ("
-                + "; ".join(
-                    f"{r.name}: {r.description}" for r in dict.fromkeys(row.rule for row in rows)
-                )
-                + "); n/a: the rule's probabilities do not sum to 1 over the options."
-            ]
-        ),
+        Paragraph([" ".join(part for part in words if part)]),
         Table(
             ["run", "rule", "acc", f"ECE [{LEVEL} CI]", *COLUMNS[1:]],
             body,
@@ -272,9 +298,9 @@ def _recalibration_blocks(entry: Entry, files: EntryFiles) -> list[Block]:
         for row in recalibrated.rows
     ]
     words = [
-        f"Recalibrated, cross-fitted (each item's map fitted on the other folds, grouped by "
-        f"subject or relation where the records have one; {LEVEL} intervals resample the items "
-        "of the out-of-fold predictions). Brier: of the top label. "
+        f"Recalibrated, cross-fitted (each item's map fitted on the other folds; "
+        f"{recalibrated.folds}; {LEVEL} intervals resample the items of the out-of-fold "
+        "predictions). Brier: of the top label. "
     ]
     if recalibrated.temperature is not None:
         t = recalibrated.temperature
