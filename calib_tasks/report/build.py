@@ -3,7 +3,7 @@ library (``write_report``), of which calib-report's command line is a thin wrapp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +22,18 @@ from calib_tasks.report.figures import (
     write_reliability_diagram,
 )
 from calib_tasks.report.groups import pooled_group_entries
-from calib_tasks.report.labels import order_runs, run_label, unique_labels
+from calib_tasks.report.labels import (
+    RunOrder,
+    order_runs,
+    run_label,
+    unique_labels,
+    with_differences,
+)
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import NAN
 from calib_tasks.report.recalibration import DRAWN, Recalibration, recalibration
 from calib_tasks.report.rules import rule_rows
-from calib_tasks.report.runs import find_run_files, read_run
+from calib_tasks.report.runs import Run, find_run_files, read_run
 from calib_tasks.report.summary import (
     TITLE,
     EntryFiles,
@@ -131,11 +137,12 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
 
 
 def _comparison(
-    entries: Sequence[Entry], labels: Sequence[str], order_by: str, out_dir: Path
+    entries: Sequence[Entry], labels: Sequence[str], order: RunOrder, out_dir: Path
 ) -> str | None:
     """Draw the comparison figure when the entries come from two or more run labels (runs of
-    one label on different tasks share a row); return its stem. The ECE of a NOT MEASURED
-    entry is not drawn, and a marker says so; INCOMPLETE numbers are drawn with their marker."""
+    one label on different tasks share a row), joining only the runs on one of the order's
+    lines; return its stem. The ECE of a NOT MEASURED entry is not drawn, and a marker says
+    so; INCOMPLETE numbers are drawn with their marker."""
     rows = list(dict.fromkeys(labels[p] for p in sorted({e.position for e in entries})))
     if len(rows) < 2:
         return None
@@ -148,24 +155,46 @@ def _comparison(
             else ComparisonPoint(n.ece, n.ece_low, n.ece_high, n.acc, e.incomplete or "")
         )
         points.setdefault(e.task, {})[rows.index(labels[e.position])] = point
+    lines = [
+        list(dict.fromkeys(rows.index(labels[p]) for p in line if labels[p] in rows))
+        for line in order.lines
+    ]
     stem = f"{FIGURES}/comparison"
-    write_comparison_figure(out_dir / stem, rows, points, order_by=order_by)
+    write_comparison_figure(out_dir / stem, rows, points, order_by=order.by, lines=lines)
     return stem
 
 
-def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions) -> ReportResult:
+def _run_labels(runs: Sequence[Run], names: Mapping[Path, str]) -> list[str]:
+    """The labels of ``runs``: the name of the folder of ``names`` a run was found under, else
+    ``run_label``; told apart by the model arguments in which runs of one label on a common
+    task differ, and numbered where even those are equal."""
+    given = []
+    for run in runs:
+        named = [name for folder, name in names.items() if run.files.folder.is_relative_to(folder)]
+        given.append(
+            named[0] if named else run_label(run.model_args, run.model, run.files.folder.name)
+        )
+    tasks = [run.tasks for run in runs]
+    return unique_labels(with_differences(given, [run.model_args for run in runs], tasks), tasks)
+
+
+def write_report(
+    run_dirs: Sequence[Path],
+    out_dir: Path,
+    options: ReportOptions,
+    names: Mapping[Path, str] | None = None,
+) -> ReportResult:
     """Report every calib task of every run under ``run_dirs`` (searched recursively) into
-    ``out_dir``, created if missing, the numbers recomputed with ``options``. Whatever cannot
-    be reported is noted: on stderr as it is found, in summary.md and in the result. Raises
-    ``OSError`` when ``out_dir`` cannot be written."""
+    ``out_dir``, created if missing, the numbers recomputed with ``options``. ``names`` labels
+    the runs found under some of the folders of ``run_dirs`` (as given; e.g. calib-study's
+    point names); the other runs are labelled from their model arguments (``_run_labels``).
+    Whatever cannot be reported is noted: on stderr as it is found, in summary.md and in the
+    result. Raises ``OSError`` when ``out_dir`` cannot be written."""
     notes = Notes()
     runs = [read_run(files, notes) for files in find_run_files(run_dirs, notes)]
     order = order_runs([run.model_args for run in runs])
     runs = [runs[i] for i in order.indices]
-    labels = unique_labels(
-        [run_label(run.model_args, run.model, run.files.folder.name) for run in runs],
-        [run.tasks for run in runs],
-    )
+    labels = _run_labels(runs, names or {})
     for run, label in zip(runs, labels, strict=True):
         for group in sorted(run.groups):
             notes.add(
@@ -187,7 +216,7 @@ def write_report(run_dirs: Sequence[Path], out_dir: Path, options: ReportOptions
         for entry in pooled_group_entries(run, of_run, options, notes):
             entries.append(entry)
             files[(position, entry.task)] = _entry_files(entry, out_dir, options)
-    comparison = _comparison(entries, labels, order.by, out_dir)
+    comparison = _comparison(entries, labels, order, out_dir)
     blocks = summary_blocks(
         runs, labels, order.by, entries, files, comparison, notes.messages, options
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.colors import to_rgba
-from matplotlib.figure import SubFigure
+from matplotlib.figure import Figure, SubFigure
 from matplotlib.transforms import blended_transform_factory
 
 from calib_metrics import ReliabilityBins
@@ -25,6 +25,15 @@ COMPARISON_MARGIN = 0.6
 COMPARISON_RUN_HEIGHT = 0.4
 ACCURACY_COLOR = "#4C72B0"
 GAP_COLOR = "#C44E52"
+UNDERCONFIDENT_COLOR = "#55A868"
+CONFIDENCE_COLOR = "black"
+#: color, hatch and legend text of the gap between accuracy and mean confidence, by direction
+GAP_STYLES = {
+    "over": (GAP_COLOR, "//", "gap, overconfident (confidence above accuracy)"),
+    "under": (UNDERCONFIDENT_COLOR, "\\\\", "gap, underconfident (accuracy above confidence)"),
+}
+MIN_ALPHA = 0.15  # opacity of the marks of a bin with next to no predictions
+MAX_COUNT_LABELS = 20  # bins' counts are written above the histogram up to this many bins
 ECE_COLOR = "#DD8452"
 DIAGONAL_COLOR = "#555555"
 TITLE_WIDTH = 60
@@ -39,6 +48,33 @@ def _wrap_lines(text: str) -> str:
     return "\n".join(_wrap(line) for line in text.split("\n"))
 
 
+def _bin_alpha(count: np.ndarray) -> np.ndarray:
+    """The opacity of each bin's marks: from ``MIN_ALPHA`` (a bin with next to no predictions)
+    to 1 (the fullest bin), in proportion to the bin's count."""
+    return MIN_ALPHA + (1 - MIN_ALPHA) * count / max(float(count.max(initial=0)), 1.0)
+
+
+def _gap_bars(
+    axis, left: np.ndarray, width: np.ndarray, low: np.ndarray, high: np.ndarray, alpha, *, kind
+) -> None:
+    """The hatched region between ``low`` and ``high`` of each bin (``kind`` names the
+    direction in ``GAP_STYLES``), no fill, its hatching as opaque as its bin's marks."""
+    color, hatch, label = GAP_STYLES[kind]
+    if left.size:
+        axis.bar(
+            left,
+            high - low,
+            width,
+            bottom=low,
+            align="edge",
+            facecolor="none",
+            edgecolor=[to_rgba(color, a) for a in alpha],
+            linewidth=0.8,
+            hatch=hatch,
+            label=label,
+        )
+
+
 def write_reliability_diagram(
     stem: Path,
     bins: ReliabilityBins,
@@ -47,11 +83,15 @@ def write_reliability_diagram(
     stats: str,
     binning: str,
     observed: tuple[float, float] | None = None,
-) -> None:
-    """Write ``<stem>.png`` and ``<stem>.svg``: accuracy per bin as bars against the diagonal,
-    each bin's gap between accuracy and mean confidence shaded, and how the predictions spread
-    over the bins underneath, on the same confidence axis (share per bin for bins of equal
-    width, density otherwise).
+) -> Figure:
+    """Write ``<stem>.png`` and ``<stem>.svg`` and return the figure drawn: per bin, accuracy
+    as a solid bar, mean confidence as a black line across the bin, and the gap between them
+    hatched, red where confidence is above accuracy (overconfident) and green where it is below
+    (underconfident); every mark of a bin is as opaque as the bin is full (the fullest bin
+    opaque, a bin of a few predictions faint), so that near-empty bins do not dominate. Under
+    it, on the same confidence axis, how the predictions spread over the bins (share per bin
+    for bins of equal width, density otherwise), with each bin's count written above it when
+    there are at most ``MAX_COUNT_LABELS`` filled bins.
 
     ``title`` names the task and run, ``stats`` (n, accuracy, ECE with its interval, the
     entry's markers; one per line, long lines wrapped) is the subtitle and ``binning`` (e.g.
@@ -68,34 +108,58 @@ def write_reliability_diagram(
     left, width = edges[:-1][filled], widths[filled]
     accuracy = np.asarray(bins.accuracy, dtype=float)[filled]
     confidence = np.asarray(bins.mean_confidence, dtype=float)[filled]
+    alpha = _bin_alpha(count[filled])
     share = count / max(count.sum(), 1.0)
     equal_widths = np.ptp(widths) < 1e-9
     with saved_figure(stem, RELIABILITY_SIZE) as figure:
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
         top.plot([0, 1], [0, 1], "--", color=DIAGONAL_COLOR, lw=1, label="perfect calibration")
-        bar_style = {"align": "edge", "edgecolor": "white", "linewidth": 0.5}
-        top.bar(left, accuracy, width, color=ACCURACY_COLOR, label="accuracy in bin", **bar_style)
         top.bar(
             left,
-            confidence - accuracy,
+            accuracy,
             width,
-            bottom=accuracy,
             align="edge",
-            color=to_rgba(GAP_COLOR, 0.25),
-            edgecolor=GAP_COLOR,
-            linewidth=0.8,
-            hatch="//",
-            label="gap to mean confidence",
+            color=[to_rgba(ACCURACY_COLOR, a) for a in alpha],
+            edgecolor="white",
+            linewidth=0.5,
+            label="accuracy in bin (fainter: fewer predictions)",
         )
-        top.plot(
-            confidence, accuracy, "o", color="black", ms=3, label="bin: (mean confidence, accuracy)"
+        over, under = confidence > accuracy, confidence < accuracy
+        _gap_bars(
+            top, left[over], width[over], accuracy[over], confidence[over], alpha[over], kind="over"
+        )
+        _gap_bars(
+            top,
+            left[under],
+            width[under],
+            confidence[under],
+            accuracy[under],
+            alpha[under],
+            kind="under",
+        )
+        top.hlines(
+            confidence,
+            left,
+            left + width,
+            colors=[to_rgba(CONFIDENCE_COLOR, a) for a in alpha],
+            linewidth=2.5,
+            label="mean confidence in bin",
         )
         top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
         top.set_title(_wrap_lines(stats))
         top.tick_params(labelbottom=False)
         with np.errstate(divide="ignore", invalid="ignore"):
             spread = share if equal_widths else np.where(widths > 0, share / widths, 0.0)
-        bottom.bar(edges[:-1], spread, widths, color="#8C8C8C", **bar_style)
+        bottom.bar(
+            edges[:-1], spread, widths, align="edge", color="#8C8C8C", edgecolor="white", lw=0.5
+        )
+        if np.count_nonzero(filled) <= MAX_COUNT_LABELS:
+            for x, y, n in zip(left + width / 2, spread[filled], count[filled], strict=True):
+                bottom.annotate(
+                    f"{n:.0f}", (x, y), xytext=(0, 1), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=7,
+                )  # fmt: skip
+        bottom.set_ylim(0, max(float(spread.max(initial=0)), 1e-9) * 1.3)
         bottom.set(
             xlim=(0, 1),
             ylabel="share of\npredictions" if equal_widths else "density of\npredictions",
@@ -103,7 +167,10 @@ def write_reliability_diagram(
         )
         bottom.set_xticks(np.linspace(0, 1, 11))
         figure.suptitle(_wrap(title), fontsize=12)
-        figure.legend(loc="outside lower center", ncols=2, frameon=False)
+        legend = figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=8)
+        for handle in legend.legend_handles:
+            handle.set_alpha(1)
+    return figure
 
 
 @dataclass(frozen=True)
@@ -124,11 +191,15 @@ def write_comparison_figure(
     points: dict[str, dict[int, ComparisonPoint]],
     *,
     order_by: str,
-) -> None:
-    """Write ``<stem>.png``/``.svg``: one row of panels per task (``points`` maps task -> run
-    position -> numbers), ECE with its interval on the left and accuracy on the right. Runs
-    are rows from top to bottom in the order of ``run_labels`` (``order_by`` says what that
-    order follows), so that long run labels stay horizontal and readable."""
+    lines: Sequence[Sequence[int]],
+) -> Figure:
+    """Write ``<stem>.png``/``.svg`` and return the figure drawn: one row of panels per task
+    (``points`` maps task -> run position -> numbers), ECE with its interval on the left and
+    accuracy on the right, a marker per run. Runs are rows from top to bottom in the order of
+    ``run_labels`` (``order_by`` says what that order follows), so that long run labels stay
+    horizontal and readable. Only the runs of each of ``lines`` (indices into ``run_labels``, in
+    order: runs along an ordered axis such as model size) are joined by a line; other runs are
+    categories, not a trend."""
     tasks = sorted(points)
     longest = max((len(label) for label in run_labels), default=0)
     width = min(COMPARISON_WIDTH + COMPARISON_CHAR_WIDTH * longest, COMPARISON_MAX_WIDTH)
@@ -138,11 +209,16 @@ def write_comparison_figure(
         for task, panel in zip(
             tasks, figure.subfigures(len(tasks), 1, squeeze=False)[:, 0], strict=True
         ):
-            _comparison_row(panel, task, run_labels, points[task])
+            _comparison_row(panel, task, run_labels, points[task], lines)
+    return figure
 
 
 def _comparison_row(
-    panel: SubFigure, task: str, run_labels: Sequence[str], points: dict[int, ComparisonPoint]
+    panel: SubFigure,
+    task: str,
+    run_labels: Sequence[str],
+    points: dict[int, ComparisonPoint],
+    lines: Sequence[Sequence[int]],
 ) -> None:
     at = sorted(points)
     values = [points[i] for i in at]
@@ -152,7 +228,15 @@ def _comparison_row(
     has_ci = np.flatnonzero(np.isfinite(low) & np.isfinite(high))
     ece_axis, acc_axis = panel.subplots(1, 2, sharey=True)
     panel.suptitle(task, fontsize=11, fontweight="bold")
-    ece_axis.plot(ece, at, "-o", color=ECE_COLOR, lw=1)
+    ece_axis.plot(ece, at, "o", color=ECE_COLOR)
+    acc_axis.plot([v.acc for v in values], at, "o", color=ACCURACY_COLOR)
+    for line in lines:
+        on_line = [i for i in line if i in points]
+        if len(on_line) > 1:
+            ece_axis.plot([points[i].ece for i in on_line], on_line, "-", color=ECE_COLOR, lw=1)
+            acc_axis.plot(
+                [points[i].acc for i in on_line], on_line, "-", color=ACCURACY_COLOR, lw=1
+            )
     if has_ci.size:
         ece_axis.errorbar(
             ece[has_ci],
@@ -165,7 +249,6 @@ def _comparison_row(
             ecolor=ECE_COLOR,
             capsize=4,
         )
-    acc_axis.plot([v.acc for v in values], at, "-o", color=ACCURACY_COLOR, lw=1)
     ece_axis.set(xlabel=f"ECE with {LEVEL} bootstrap interval (lower is better)")
     acc_axis.set(xlabel="accuracy", xlim=(0, 1))
     known = np.concatenate([ece, high])

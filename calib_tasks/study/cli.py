@@ -4,6 +4,10 @@ Exit status (``calib_tasks.command_line.conventions``): 0 when every point has r
 (evaluated now or earlier) and the report was written, 1 when some point failed or was invalid
 (the others still ran and are reported) or the report could not be written or reported
 nothing, 2 when the study file itself is unusable, 130 when interrupted (Ctrl-C).
+
+Runs of one study may overlap: a point that another run is evaluating is left to it and waited
+for after the other points (``calib_tasks.study.runner``), and the report, over every point
+published on disk, is written whole by one run at a time (``calib_tasks.study.report``).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _report_problem(outcomes: Sequence[PointOutcome], layout: StudyLayout) -> str | None:
     """Write the study's report (``write_study_report``); None when it was written (or no
-    point finished, so that there is nothing to report on), else what went wrong."""
+    point is published, so that there is nothing to report on), else what went wrong."""
     try:
         written = write_study_report(outcomes, layout)
     except OSError as error:

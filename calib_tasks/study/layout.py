@@ -6,6 +6,8 @@ logs/<name>.log            the harness's output of the point's latest attempt
 locks/<name>.lock          locked by the study run deciding about or evaluating the point
 study_log.jsonl            one line per point and run of the study: what happened to it
 report/                    calib-report over the finished points, and the study's figures
+locks/.report.lock         locked by the study run writing the report
+.report.partial/           the report being written (swapped in for report/ once whole)
 """
 
 from __future__ import annotations
@@ -52,3 +54,19 @@ class StudyLayout:
     def report_dir(self) -> Path:
         """calib-report's output and the study's figures."""
         return self.root / "report"
+
+    @property
+    def report_lock(self) -> Path:
+        """The lock of the report folder, held while a report is built and swapped in (not a
+        point's lock file: point names begin with a letter or digit)."""
+        return self.root / "locks" / ".report.lock"
+
+    @property
+    def report_partial(self) -> Path:
+        """Where a report is built before it replaces the report folder."""
+        return self.root / ".report.partial"
+
+    @property
+    def report_old(self) -> Path:
+        """Where the replaced report folder is put for the moment of the swap."""
+        return self.root / ".report.old"

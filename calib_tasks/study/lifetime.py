@@ -34,16 +34,17 @@ class LockHeld(Exception):
         self.holder = holder
 
 
-def take_lock(path: Path) -> TextIO:
-    """Take the lock on ``path`` (the file is created if missing and kept afterwards) without
-    waiting, and write this process's pid into it; returns the open lock file. The lock lasts
-    until that file is closed here (e.g. by a ``with`` block) and in every child process it
-    was passed on to, or until those processes die. Raises LockHeld when it is held."""
+def take_lock(path: Path, *, wait: bool = False) -> TextIO:
+    """Take the lock on ``path`` (the file is created if missing and kept afterwards) and write
+    this process's pid into it; returns the open lock file. The lock lasts until that file is
+    closed here (e.g. by a ``with`` block) and in every child process it was passed on to, or
+    until those processes die. When another open file holds the lock: with ``wait``, wait until
+    it is let go (Ctrl-C interrupts the wait), else raise LockHeld at once."""
     lock = path.open("a+", encoding="utf-8")
     with contextlib.ExitStack() as on_failure:
         on_failure.callback(lock.close)
         try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             lock.seek(0)
             text = lock.read().strip()

@@ -11,8 +11,11 @@ have changed since.
 A point belongs to one live run of the study at a time: the run holds the point's lock file
 (``locks/<name>.lock``) while it decides about the point and evaluates it, and passes it on
 to the harness process, which cannot outlive the run (``calib_tasks.study.lifetime``). Another
-run finding the lock held leaves the point alone and reports it as failed; and a point is only
-published when its folder holds exactly one harness run.
+run finding the lock held leaves the point to the run holding it ("running elsewhere") and comes
+back to it after its other points: it waits for that run to let go of the point, then skips the
+point if that run finished it and evaluates it otherwise. So two runs of one study share its
+points out between them, and each ends with every point settled. A point is only published when
+its folder holds exactly one harness run.
 """
 
 from __future__ import annotations
@@ -44,13 +47,15 @@ Status = Literal["done", "skipped", "failed", "invalid"]
 
 @dataclass(frozen=True)
 class PointOutcome:
-    """What became of one point in this run of the study."""
+    """What became of one point in this run of the study; ``evaluation`` is what its results
+    must have been evaluated with to count (``evaluation_key``; None for an invalid point)."""
 
     label: str
     spec: PointSpec | None
     status: Status
     seconds: float = 0.0
     reason: str = ""
+    evaluation: Mapping[str, Any] | None = None
 
     @property
     def finished(self) -> bool:
@@ -132,7 +137,7 @@ def results_problem(folder: Path, tasks: Sequence[str]) -> str | None:
     return "it wrote no complete results"
 
 
-def _changed_settings(folder: Path, key: dict[str, Any]) -> list[str] | None:
+def _changed_settings(folder: Path, key: Mapping[str, Any]) -> list[str] | None:
     """The settings that differ from those the finished point in ``folder`` was evaluated
     with (empty: none), or None when the folder holds no finished point."""
     try:
@@ -143,6 +148,15 @@ def _changed_settings(folder: Path, key: dict[str, Any]) -> list[str] | None:
     if not isinstance(earlier, dict):
         return None
     return [name for name in key if earlier.get(name) != key[name]]
+
+
+def is_published(folder: Path, evaluation: Mapping[str, Any]) -> bool:
+    """Whether ``folder`` holds a finished point evaluated with ``evaluation``
+    (``evaluation_key``, recorded in its point.json) and complete results of its tasks."""
+    return (
+        _changed_settings(folder, evaluation) == []
+        and results_problem(folder, evaluation["tasks"]) is None
+    )
 
 
 def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
@@ -159,10 +173,16 @@ def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
 
 
 def _evaluate(
-    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, lock: TextIO, out: TextIO
+    spec: PointSpec,
+    settings: EvalSettings,
+    evaluation: Mapping[str, Any],
+    layout: StudyLayout,
+    lock: TextIO,
+    out: TextIO,
 ) -> PointOutcome:
-    """Evaluate the point into its partial folder and publish it; ``lock``, the point's open
-    lock file, is passed on to the harness process."""
+    """Evaluate the point into its partial folder and publish it, recording ``evaluation``
+    (its ``evaluation_key``); ``lock``, the point's open lock file, is passed on to the harness
+    process."""
     partial = layout.partial_dir(spec.name)
     if partial.exists():
         shutil.rmtree(partial)
@@ -200,12 +220,12 @@ def _evaluate(
         for line in output_tail(output):
             print(f"      | {line}", file=out)
         print(f"      full output: {log_file}", file=out, flush=True)
-        return PointOutcome(spec.name, spec, "failed", seconds, reason)
+        return PointOutcome(spec.name, spec, "failed", seconds, reason, evaluation)
     final = layout.point_dir(spec.name)
     record = {
         "name": spec.name,
         "command": f"calib-eval {shlex.join(harness_args(spec, settings, final))}",
-        "evaluation": evaluation_key(spec, settings),
+        "evaluation": evaluation,
         "seconds": round(seconds, 2),
     }
     (partial / POINT_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -213,40 +233,54 @@ def _evaluate(
         shutil.rmtree(final)
     partial.rename(final)
     print(f"done in {seconds:.1f} s", file=out, flush=True)
-    return PointOutcome(spec.name, spec, "done", seconds)
+    return PointOutcome(spec.name, spec, "done", seconds, evaluation=evaluation)
+
+
+def _holder(held: LockHeld) -> str:
+    """`` (calib-study pid N)``: the run holding a lock, when its lock file names it."""
+    return f" (calib-study pid {held.holder})" if held.holder is not None else ""
 
 
 def run_point(
-    spec: PointSpec, settings: EvalSettings, layout: StudyLayout, out: TextIO | None = None
+    spec: PointSpec,
+    settings: EvalSettings,
+    layout: StudyLayout,
+    out: TextIO | None = None,
+    *,
+    wait: bool = True,
 ) -> PointOutcome:
     """Evaluate one point unless it finished earlier with the same settings; writes the rest
     of its progress line (``running TASKS ... done in 1.2 s``, ``skipped: finished earlier``,
     ``running TASKS ... FAILED: reason`` and the end of the harness's output) to ``out``
-    (default: standard output). A point whose lock another live run holds is left alone and
-    fails (``FAILED: another calib-study run ... holds this point's lock ...``)."""
+    (default: standard output).
+
+    When another live run holds the point's lock (the point is running elsewhere): with
+    ``wait``, says so (``running elsewhere (calib-study pid N), waiting for it ...``) and waits
+    until that run lets go of the point, then goes on as above (skipped when that run finished
+    it); without ``wait``, raises ``LockHeld`` and leaves the point alone."""
     out = out or sys.stdout
     lock_file = layout.lock_file(spec.name)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         lock = take_lock(lock_file)
     except LockHeld as held:
-        pid = f" (pid {held.holder})" if held.holder is not None else ""
-        reason = (
-            f"another calib-study run{pid}, or a harness process it started, "
-            f"holds this point's lock {held.path}"
+        if not wait:
+            raise
+        print(
+            f"running elsewhere{_holder(held)}, waiting for it ... ", end="", file=out, flush=True
         )
-        print(f"FAILED: {reason}", file=out, flush=True)
-        return PointOutcome(spec.name, spec, "failed", reason=reason)
+        lock = take_lock(lock_file, wait=True)
     with lock:
         final = layout.point_dir(spec.name)
-        changed = _changed_settings(final, evaluation_key(spec, settings))
-        if changed == [] and results_problem(final, settings.tasks) is None:
+        evaluation = evaluation_key(spec, settings)
+        if is_published(final, evaluation):
             print("skipped: finished earlier", file=out, flush=True)
-            return PointOutcome(spec.name, spec, "skipped")
+            return PointOutcome(spec.name, spec, "skipped", evaluation=evaluation)
+        changed = _changed_settings(final, evaluation)
         if changed:
             print(f"settings changed since it finished ({', '.join(changed)}), ", end="", file=out)
         print(f"running {','.join(settings.tasks)} ... ", end="", file=out, flush=True)
-        return _evaluate(spec, settings, layout, lock, out)
+        return _evaluate(spec, settings, evaluation, layout, lock, out)
 
 
 def run_points(
@@ -256,10 +290,13 @@ def run_points(
     out: TextIO | None = None,
 ) -> list[PointOutcome]:
     """Evaluate every valid point in order, one progress line each on ``out`` (default:
-    standard output); invalid points are reported and skipped. Every outcome is appended to
-    the study's run log."""
+    standard output); invalid points are reported and skipped. A point running elsewhere
+    (another live run holds its lock) is left to that run and come back to after the other
+    points (``run_point`` waits for it then). Returns the outcomes in the order of ``entries``;
+    each is appended to the study's run log once settled."""
     out = out or sys.stdout
-    outcomes = []
+    outcomes: dict[int, PointOutcome] = {}
+    elsewhere: list[tuple[int, PointSpec]] = []
     total = len(entries)
     for position, entry in enumerate(entries, start=1):
         prefix = f"[{position}/{total}]"
@@ -268,7 +305,16 @@ def run_points(
             outcome = PointOutcome(entry.label, None, "invalid", reason="; ".join(entry.problems))
         else:
             print(f"{prefix} {entry.spec.description()}: ", end="", file=out)
-            outcome = run_point(entry.spec, settings, layout, out)
+            try:
+                outcome = run_point(entry.spec, settings, layout, out, wait=False)
+            except LockHeld as held:
+                print(f"running elsewhere{_holder(held)}; back to it later", file=out, flush=True)
+                elsewhere.append((position, entry.spec))
+                continue
         _log_event(layout, outcome)
-        outcomes.append(outcome)
-    return outcomes
+        outcomes[position] = outcome
+    for position, spec in elsewhere:
+        print(f"[{position}/{total}] {spec.description()}: ", end="", file=out)
+        outcomes[position] = run_point(spec, settings, layout, out)
+        _log_event(layout, outcomes[position])
+    return [outcomes[position] for position in sorted(outcomes)]

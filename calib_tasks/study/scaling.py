@@ -99,11 +99,15 @@ def write_scaling_figures(results: Sequence[PointResults], out_dir: Path) -> lis
     return written
 
 
-def _status_text(outcome: PointOutcome) -> str:
-    if outcome.status == "done":
-        return f"evaluated ({outcome.seconds:.1f} s)"
-    if outcome.status == "skipped":
-        return "finished earlier"
+def _status_text(outcome: PointOutcome, published: bool) -> str:
+    """What became of a point: this run's outcome, and whether its results are on disk now
+    (``published``), which another run of the study may have changed since."""
+    if published:
+        if outcome.status == "done":
+            return f"evaluated ({outcome.seconds:.1f} s)"
+        return "finished earlier" if outcome.status == "skipped" else "finished by another run"
+    if outcome.finished:
+        return "results replaced by another run since, with other settings; not reported"
     return f"{outcome.status.upper()}: {outcome.reason}"
 
 
@@ -115,7 +119,8 @@ def study_summary(
 ) -> str:
     """``study.md``: the figures, then one row per point (status, size, step, and per task
     ECE with its interval and accuracy), in the study file's order; ``results`` maps the names
-    of finished points to their results, whose numbers were recomputed with ``options``."""
+    of the points published on disk to their results, whose numbers were recomputed with
+    ``options``."""
     tasks = sorted({task for result in results.values() for task in result.entries})
     header = ["point", "model", "revision", "parameters", "step", "status"]
     header += [f"{task} {what}" for task in tasks for what in (f"ECE [{LEVEL} CI]", "acc")]
@@ -129,7 +134,7 @@ def study_summary(
             [spec.revision or ""] if spec else [""],
             [compact_number(result.parameters) if result and result.parameters else ""],
             [str(result.step) if result and result.step is not None else ""],
-            [_status_text(outcome)],
+            [_status_text(outcome, result is not None)],
         ]
         for task in tasks:
             entry = result.entries.get(task) if result else None
