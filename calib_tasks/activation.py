@@ -5,9 +5,12 @@ hook. The installed package therefore carries ``lm_eval_calibration.pth``, whose
 imports this module when the interpreter starts. It does nothing then but put a watcher on
 ``sys.meta_path`` (no lm_eval, torch or numpy import: the cost is this small module). When the
 harness imports ``lm_eval.tasks``, the watcher lets the import run and then makes every
-``TaskManager`` scan this package's task folder (``calib_tasks.task_paths.scan_task_dir``), so
-``lm_eval --tasks calib_mmlu``, ``lm_eval ls tasks`` and ``TaskManager()`` know the package's
-tasks. No file of lm_eval is changed.
+``TaskManager`` that indexes the harness's own tasks (``include_defaults=True``, the default)
+scan this package's task folder too, and check this package's tasks among the names it matches
+(``calib_tasks.task_paths.scan_task_dir``), so ``lm_eval --tasks calib_mmlu``, ``lm_eval ls
+tasks``, ``lm_eval validate`` and ``TaskManager()`` know the package's tasks. A
+``TaskManager(include_defaults=False, include_path=P)`` indexes P only, as without the package.
+No file of lm_eval is changed.
 
 * ``LM_EVAL_CALIBRATION_ACTIVATE=0`` (or ``false``, ``no``, ``off``) switches it off: the harness
   then behaves exactly as without the package.

@@ -2,12 +2,14 @@
 
 Same subcommands (run, ls, validate), flags and output files as ``lm_eval``: the arguments are
 handed unchanged to ``lm_eval.__main__.cli_evaluate``. The only difference is that every
-``TaskManager`` built in the process scans this package's task folder (``calib_tasks.task_dir()``)
-in addition to the harness's tasks and a user's own ``--include_path`` (which, scanned later, may
-override a task of this package), as the installed package's start-up activation does for the
-plain ``lm_eval``. And when ``--tasks`` names only this package's tasks and groups whose members
-are all this package's (and there is no ``--include_path``), the harness's own task folder,
-thousands of YAML files that take ~12 s to index on a 2-core CPU, is not scanned at all.
+``TaskManager`` built in the process that indexes the harness's tasks (``include_defaults=True``,
+as the harness's CLI builds them) scans this package's task folder (``calib_tasks.task_dir()``)
+too, before a user's own ``--include_path`` (which, scanned later, may override a task of this
+package), and that the names it matches are checked for broken package tasks before the model
+loads, as the installed package's start-up activation does for the plain ``lm_eval``. And
+when ``--tasks`` names only this package's tasks and groups whose members are all this
+package's (and there is no ``--include_path``), the harness's own task folder, thousands of YAML
+files that take ~12 s to index on a 2-core CPU, is not scanned at all.
 
 ``calib-eval --task-dir`` prints that folder, for the plain-harness route::
 

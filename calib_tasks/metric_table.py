@@ -19,6 +19,7 @@ from calib_metrics.classwise import classwise_ece, static_calibration_error
 from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
 from calib_tasks.confidence_rules import RULES, RULES_SETTING, SUM, Rule, rules_setting
 from calib_tasks.recalibrators import (
+    RECALIBRATION_SETTING,
     RECALIBRATORS,
     Recalibrator,
     out_of_fold_top_label,
@@ -32,6 +33,7 @@ from calib_tasks.records import (
     RecordKind,
     share_record,
 )
+from calib_tasks.settings import check_setting_keys
 
 Compute = Callable[[PooledRecords], float]
 
@@ -248,7 +250,9 @@ class TaskSettings:
 def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKind) -> TaskSettings:
     """A task's settings from its ``metadata`` (``calib_rules``, ``calib_recalibration``): an
     error naming rule or recalibrator and task when the task cannot compute it (a rule other
-    than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``)."""
+    than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``), and
+    naming the key when a ``calib_`` key is none of these (``settings.check_setting_keys``)."""
+    check_setting_keys(metadata, (RULES_SETTING, RECALIBRATION_SETTING), task)
     rules: tuple[Rule, ...] = (SUM,)
     if kind == MULTICLASS or RULES_SETTING in (metadata or {}):  # the default is for MC only
         rules = rules_setting(metadata, task)

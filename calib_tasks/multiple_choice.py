@@ -19,7 +19,8 @@ user's own from ``--include_path``, by name::
 
 Everything of the wrapped task's config is kept (dataset, prompt, choices, target, few-shot,
 filters, metrics) except its name; keys given beside ``wraps`` override it. Before any model
-call every document is checked: choices a non-empty list, the gold option among them.
+call every document is checked: its prompt not whitespace only, choices a non-empty list, one
+gold option among them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from lm_eval.api.task import ConfigurableTask
 from calib_tasks import task_paths
 from calib_tasks.confidence_rules import OptionScores, letter_option_problem, rule_named
 from calib_tasks.records import MULTICLASS, choice_record
-from calib_tasks.task_base import CalibTask
+from calib_tasks.task_base import CalibTask, blank_context_problem
 from calib_tasks.token_stats import REQUEST_TYPE, TokenStats
 
 WRAPS_KEY = "wraps"
@@ -45,10 +46,19 @@ OUTPUT_TYPE = "multiple_choice"
 def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
     """The full config of the task ``name`` (its YAML, includes and functions resolved) as the
     task managers of this process index it, for the task ``wrapper`` that wraps it; a name that
-    is unknown, a Python task or not ``multiple_choice`` is an error naming both."""
+    is unknown, a group, a tag, a Python task or not ``multiple_choice`` is an error naming both
+    (and, for a group, how to calibrate one)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
     entry = task_paths.harness_entry(name)
+    if entry is not None and entry.kind.name in ("GROUP", "TAG"):
+        what = "a group" if entry.kind.name == "GROUP" else "a tag"
+        raise ValueError(
+            f"{wrapper}: wraps {name!r}, {what}; a wrapper wraps one multiple_choice task. "
+            "Wrap each of its tasks (calib_<task> with wraps: <task>) and list the wrappers in "
+            "a group, or run the group itself with --log_samples: calib-report pools a group's "
+            "tasks into one calibration entry, '<group> (pooled)'"
+        )
     if entry is None or entry.yaml_path is None:
         raise ValueError(f"{wrapper}: wraps {name!r}, which is no task the harness knows")
     config = dict(load_yaml(entry.yaml_path, resolve_func=True))
@@ -72,33 +82,41 @@ class CalibMultipleChoiceTask(CalibTask):
     record_kind = MULTICLASS
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        config = dict(config or {})
-        if WRAPS_KEY in config:
-            own = {k: v for k, v in config.items() if k != WRAPS_KEY}
-            config = {**wrapped_config(config[WRAPS_KEY], str(config.get("task"))), **own}
-        if config.get("output_type") != OUTPUT_TYPE:
-            raise ValueError(
-                f"{config.get('task')}: output_type is {config.get('output_type')!r}; "
-                f"{type(self).__name__} needs a multiple_choice task"
-            )
-        own_results = config.get("process_results")
-        self._stock_results = own_results if callable(own_results) else None
         super().__init__(config=config, **kwargs)
         self._per_token = any(rule.needs_token_stats for rule in self.settings.rules)
-        self._letters = rule_named("letter") in self.settings.rules
         if self._per_token:  # checked against the run's backend before any request (preflight)
             self.request_type = REQUEST_TYPE
             needing = [rule.name for rule in self.settings.rules if rule.needs_token_stats]
             self.request_type_reason = f"its confidence rule(s) {needing} need per-token scores"
         self._check_documents()
 
+    @classmethod
+    def resolved_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """``CalibTask.resolved_config``, a ``wraps`` key replaced by the config of the task it
+        names (``wrapped_config``; the keys given beside it override that config); a config
+        that is not ``multiple_choice`` then is an error naming the task."""
+        config = super().resolved_config(config)
+        if WRAPS_KEY in config:
+            own = {k: v for k, v in config.items() if k != WRAPS_KEY}
+            config = {**wrapped_config(config[WRAPS_KEY], str(config.get("task"))), **own}
+        if config.get("output_type") != OUTPUT_TYPE:
+            raise ValueError(
+                f"{config.get('task')}: output_type is {config.get('output_type')!r}; "
+                f"{cls.__name__} needs a multiple_choice task"
+            )
+        return config
+
     def _check_documents(self) -> None:
-        """Every evaluated document's options and gold, before any model call (once the task
-        is built: the harness sets up ``doc_to_choice`` after loading the data)."""
+        """Every evaluated document's prompt, options and gold, before any model call (once the
+        task is built: the harness sets up ``doc_to_choice`` after loading the data)."""
+        letters = rule_named("letter") in self.settings.rules
         for index, doc in enumerate(self.eval_docs):
             try:
+                problem = blank_context_problem(self.fewshot_context(doc, 0))
+                if problem is not None:
+                    raise ValueError(problem)
                 choices, _ = self.options_and_gold(doc)
-                problem = letter_option_problem(choices) if self._letters else None
+                problem = letter_option_problem(choices) if letters else None
                 if problem is not None:
                     raise ValueError(f"{problem} (confidence rule 'letter')")
             except ValueError as error:
@@ -121,6 +139,11 @@ class CalibMultipleChoiceTask(CalibTask):
                 f"the choices must be a non-empty list of non-empty strings, got {choices!r}"
             )
         gold = self.doc_to_text(doc) if self.multiple_input else self.doc_to_target(doc)
+        if isinstance(gold, list):
+            raise ValueError(
+                f"it has several gold answers ({gold!r}): tasks with multiple gold answers "
+                "(multiple_target) are not supported; calibration needs one gold option"
+            )
         if isinstance(gold, str):
             if gold not in choices:
                 raise ValueError(f"the gold answer {gold!r} is none of the {len(choices)} choices")
@@ -144,8 +167,8 @@ class CalibMultipleChoiceTask(CalibTask):
 
     def score(self, doc: dict, results: list[tuple[float, bool]]) -> dict[str, Any]:
         """The harness's own metrics of the document and its calibration record."""
-        if self._stock_results is not None:  # the wrapped task's own process_results
-            stock = self._stock_results(doc, results)
+        if self.config_results is not None:  # the wrapped task's own process_results
+            stock = self.config_results(doc, results)
         else:
             stock = ConfigurableTask.process_results(self, doc, results)
         choices, gold = self.options_and_gold(doc)

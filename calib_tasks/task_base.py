@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,9 +39,25 @@ def probability(logprob: float) -> float:
     return min(float(np.exp(np.float64(logprob))), 1.0)
 
 
+def blank_context_problem(context: str | Sequence[str]) -> str | None:
+    """None unless ``context`` (a document's prompt, or a multiple-input task's prompts) is
+    whitespace only without being empty, else the problem. The harness's ``loglikelihood`` moves
+    a context's trailing whitespace into the continuation and hands the empty rest to the
+    backend, which then fails mid-run (hf: an ``AssertionError``); an empty context is the
+    harness's "no context" (scored after the prefix token) and passes."""
+    contexts = [context] if isinstance(context, str) else list(context)
+    blank = [c for c in contexts if isinstance(c, str) and c and not c.strip()]
+    if blank:
+        return f"its prompt is whitespace only ({blank[0]!r}): is the question empty?"
+    return None
+
+
 class CalibTask(ConfigurableTask):
     """A ConfigurableTask with document validation and same-group few-shot examples.
 
+    * ``check_config`` raises for a config that cannot make a task (its settings; a subclass
+      checks more): run where the harness resolves task names, before the model loads
+      (``calib_tasks.task_paths``), and again by ``__init__``.
     * ``check_doc`` returns None for a good raw document and otherwise what is wrong; the task
       then fails while loading, before any model call, naming the task, split and document.
     * ``fewshot_group_field`` (e.g. ``"subject"``): few-shot examples for a document are the first
@@ -58,13 +74,12 @@ class CalibTask(ConfigurableTask):
     record_kind: RecordKind
 
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        config = {k: v for k, v in (config or {}).items() if k != "class"}
-        metadata = config.get("metadata")
-        self.settings = metric_table.task_settings(
-            metadata if isinstance(metadata, Mapping) else None,
-            str(config.get("task")),
-            self.record_kind,
-        )
+        config = self.resolved_config(config or {})
+        self.settings = self.config_settings(config)
+        own_results = config.get("process_results")
+        #: The config's own ``process_results`` function (a wrapped task's), if any: the harness
+        #: is given the class's method in its place.
+        self.config_results = own_results if callable(own_results) else None
         config["metric_list"] = _with_calib_metrics(config, self.record_kind, self.settings)
         # A non-None process_results makes the harness take metric_list entries as aggregations
         # only; otherwise it looks each metric up, falling back to the hub.
@@ -77,8 +92,45 @@ class CalibTask(ConfigurableTask):
                 groups[doc[self.fewshot_group_field]].append(doc)
             self._group_samplers = {key: FirstNSampler(docs) for key, docs in groups.items()}
 
+    @classmethod
+    def resolved_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The config the task is built from: ``config`` (a task YAML's, functions resolved)
+        without the ``class`` key; ``ValueError`` naming the task when it cannot make one of
+        ``cls``'s tasks (a subclass resolves and checks more, e.g. the task it wraps)."""
+        return {k: v for k, v in config.items() if k != "class"}
+
+    @classmethod
+    def config_settings(cls, config: Mapping[str, Any]) -> metric_table.TaskSettings:
+        """The settings of the task that ``config`` (resolved) makes, from its ``metadata``
+        (``metric_table.task_settings``); ``ValueError`` naming task and setting otherwise."""
+        metadata = config.get("metadata")
+        return metric_table.task_settings(
+            metadata if isinstance(metadata, Mapping) else None,
+            str(config.get("task")),
+            cls.record_kind,
+        )
+
+    @classmethod
+    def check_config(cls, config: Mapping[str, Any]) -> None:
+        """Raise ``ValueError`` naming the task when ``config`` (a task YAML's, functions
+        resolved, the run's metadata merged in) cannot make one of ``cls``'s tasks, as far as
+        that is known without loading its data: what ``__init__`` checks before it does. Run
+        before the model loads (``task_paths.check_package_tasks``)."""
+        cls.config_settings(cls.resolved_config(config))
+
     def download(self, dataset_kwargs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        super().download(dataset_kwargs, **kwargs)
+        """The harness's download, then ``check_doc`` on every raw document of the test and
+        few-shot splits. A ``custom_dataset`` function is called here as the harness calls it
+        (the metadata and ``dataset_kwargs`` as keyword arguments), without the harness's
+        warning that custom kwargs can be passed to ``--metadata`` (a task of this package
+        documents its own settings)."""
+        load = self.config.custom_dataset
+        if callable(load):
+            self.dataset = load(
+                **(self.config.metadata or {}), **(self.config.dataset_kwargs or {})
+            )
+        else:
+            super().download(dataset_kwargs, **kwargs)
         for split in sorted({self.config.test_split, self.config.fewshot_split} - {None}):
             for index, doc in enumerate(self.dataset[split]):
                 problem = self.check_doc(doc)

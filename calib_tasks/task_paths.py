@@ -1,12 +1,22 @@
-"""Making the harness's ``TaskManager`` see this package's task folder, and the index shortcut.
+"""Making the harness's ``TaskManager`` see this package's task folder, and check its tasks early.
 
-``scan_task_dir()`` wraps ``lm_eval.tasks.TaskManager.__init__`` so that every task manager
-built from then on scans ``calib_tasks.task_dir()`` after the harness's own tasks and before a
-user's ``--include_path`` (which, scanned later, may override a task of this package): the
-precedence of lm-eval's task plugins (builtin < plugin < include path). Both routes use it: the
-start-up activation for the plain ``lm_eval`` command (``calib_tasks.activation``) and
-``calib-eval``, which moreover skips the harness's own task folder (thousands of YAML files,
-~12 s to index on a 2-core CPU) while ``package_tasks_only()`` is entered.
+``scan_task_dir()`` wraps two methods of ``lm_eval.tasks.TaskManager``:
+
+* ``__init__``: a task manager that indexes the harness's own tasks (``include_defaults=True``,
+  the default) also scans ``calib_tasks.task_dir()``, after the harness's tasks and before a
+  user's ``include_path`` (which, scanned later, may override a task of this package): the
+  precedence of lm-eval's task plugins (builtin < plugin < include path). One built with
+  ``include_defaults=False`` indexes only the caller's own paths, as the harness documents, and
+  every task manager keeps ``include_path`` as the caller gave it.
+* ``match_tasks`` (what ``lm_eval validate`` and ``lm_eval run`` resolve ``--tasks`` with, before
+  the model loads): the names it matches are also checked for this package's tasks whose config
+  cannot make a task (``check_package_tasks``), so that they fail there, not after the model
+  has loaded.
+
+Both routes use it: the start-up activation for the plain ``lm_eval`` command
+(``calib_tasks.activation``) and ``calib-eval``, which moreover skips the harness's own task folder
+(thousands of YAML files, ~12 s to index on a 2-core CPU) while ``package_tasks_only()`` is
+entered: a task manager that would index the harness's tasks indexes this package's instead.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import contextlib
 import functools
 import inspect
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -23,6 +33,7 @@ from typing import Any
 from calib_tasks import package_tasks, task_dir
 
 _MARK = "scans_calib_task_dir"
+_PACKAGE = "calib_tasks"
 # The task managers built through the wrapper, newest last (for ``harness_entry``).
 _task_managers: list[weakref.ref] = []
 _package_tasks_only: ContextVar[bool] = ContextVar("package_tasks_only", default=False)
@@ -59,14 +70,27 @@ def _scanning_task_dir(init: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(init)
     def wrapped(*args: Any, **kwargs: Any) -> None:
         bound = signature.bind(*args, **kwargs)
-        bound.arguments["include_path"] = include_paths_with_task_dir(
-            bound.arguments.get("include_path")
-        )
-        if _package_tasks_only.get():
-            bound.arguments["include_defaults"] = False
+        bound.apply_defaults()
+        given = bound.arguments["include_path"]
+        if bound.arguments["include_defaults"]:
+            bound.arguments["include_path"] = include_paths_with_task_dir(given)
+            bound.arguments["include_defaults"] = not _package_tasks_only.get()
         init(*bound.args, **bound.kwargs)
+        manager = bound.arguments["self"]
+        manager.include_path = given
         _task_managers[:] = [ref for ref in _task_managers if ref() is not None]
-        _task_managers.append(weakref.ref(bound.arguments["self"]))
+        _task_managers.append(weakref.ref(manager))
+
+    setattr(wrapped, _MARK, True)
+    return wrapped
+
+
+def _checking_package_tasks(match_tasks: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    @functools.wraps(match_tasks)
+    def wrapped(self: Any, task_list: list[str]) -> list[str]:
+        names = match_tasks(self, task_list)
+        check_package_tasks(self, names)
+        return names
 
     setattr(wrapped, _MARK, True)
     return wrapped
@@ -74,16 +98,81 @@ def _scanning_task_dir(init: Callable[..., None]) -> Callable[..., None]:
 
 def scan_task_dir(task_manager: type | None = None) -> None:
     """Make every ``TaskManager`` (``task_manager``, default the harness's) built from now on
-    also scan ``task_dir()``. Idempotent."""
+    with ``include_defaults=True`` also scan ``task_dir()``, and its ``match_tasks`` check this
+    package's tasks among the names it matches (module docstring). Idempotent."""
     if task_manager is None:
         from lm_eval.tasks import TaskManager as task_manager
     if not getattr(task_manager.__init__, _MARK, False):
         task_manager.__init__ = _scanning_task_dir(task_manager.__init__)
+    if not getattr(task_manager.match_tasks, _MARK, False):
+        task_manager.match_tasks = _checking_package_tasks(task_manager.match_tasks)
+
+
+def check_package_tasks(manager: Any, names: Iterable[str]) -> None:
+    """Raise ``ValueError`` naming the task for the first of this package's tasks among
+    ``names`` (names in ``manager``'s index; groups and tags are followed to their members)
+    whose config cannot make a task, as far as that is known without its data
+    (``CalibTask.check_config``: the task a wrapper wraps, the settings in its metadata with
+    ``manager``'s metadata, the harness's ``--metadata``, merged over it as the harness does)."""
+    entries = _package_task_entries(manager.task_index, names)
+    if not entries:
+        return
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    from calib_tasks.task_base import CalibTask
+
+    for entry in entries:
+        config = load_yaml(entry.yaml_path, resolve_func=True)
+        own = config.get("metadata")
+        config["metadata"] = {
+            **(own if isinstance(own, Mapping) else {}),
+            **(manager.metadata or {}),
+        }
+        task_class = config.get("class")
+        if isinstance(task_class, type) and issubclass(task_class, CalibTask):
+            task_class.check_config(config)
+
+
+def _package_task_entries(index: Mapping[str, Any], names: Iterable[str]) -> list[Any]:
+    """The index entries of this package's task classes (a ``class`` that names
+    ``calib_tasks``) among ``names`` and, recursively, the members of its groups and tags."""
+    found: list[Any] = []
+    seen: set[str] = set()
+    pending = list(names)
+    while pending:
+        name = pending.pop(0)
+        entry = index.get(name)
+        if entry is None or name in seen:
+            continue
+        seen.add(name)
+        config = entry.cfg or {}
+        if entry.kind.name == "GROUP" and isinstance(config.get("task"), list):
+            pending += [_member_name(member) for member in config["task"]]
+        elif entry.kind.name == "TAG":
+            pending += sorted(entry.tags)
+        elif entry.yaml_path is not None and _names_package_class(config.get("class")):
+            found.append(entry)
+    return found
+
+
+def _member_name(member: Any) -> Any:
+    """A group's member as its ``task:`` list gives it: a name, or a dict naming a task or
+    group (with overrides)."""
+    if isinstance(member, Mapping):
+        return member.get("task", member.get("group"))
+    return member
+
+
+def _names_package_class(task_class: Any) -> bool:
+    """Whether an index entry's unresolved ``class`` (``<yaml folder>/<dotted path>``, the
+    harness's form of a ``!function`` it has not imported) is one of this package's."""
+    return isinstance(task_class, str) and Path(task_class).name.startswith(f"{_PACKAGE}.")
 
 
 @contextlib.contextmanager
 def package_tasks_only() -> Iterator[None]:
-    """Within: task managers built by ``scan_task_dir``'s wrapper skip the harness's own tasks."""
+    """Within: a task manager built by ``scan_task_dir``'s wrapper with ``include_defaults=True``
+    indexes this package's tasks and the caller's ``include_path``, not the harness's own tasks."""
     token = _package_tasks_only.set(True)
     try:
         yield

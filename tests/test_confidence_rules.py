@@ -188,6 +188,16 @@ REFUSED = [
         {"calib_recalibration": "platt,vec"},
         r"mmlu_mini: unknown recalibrator 'vec'",
     ),
+    (
+        "calib_mmlu_mini",
+        {"calib_rule": "letter"},
+        r"calib_mmlu_mini: unknown setting 'calib_rule' .*\(did you mean 'calib_rules'\?\)",
+    ),
+    (
+        "calib_clm_mini",
+        {"calib_recalibrations": "platt"},
+        r"calib_clm_mini: unknown setting 'calib_recalibrations' .*'calib_recalibration'\?",
+    ),
 ]
 
 

@@ -152,6 +152,35 @@ def test_bad_documents_are_named_before_any_model_call(tmp_path, docs, message):
         )
 
 
+def test_a_whitespace_prompt_is_named_before_any_model_call(tmp_path, tiny_long_lm):
+    """Unchecked, the harness hands the hf backend an empty context and its assertion fails
+    mid-run; an empty prompt (the harness's "no context") still runs."""
+    good = {"question": "q", "choices": ["a", "b"], "answer": 1}
+    _write_stock(
+        tmp_path, "blank", [good, {**good, "question": " \n "}], doc_to_text="{{question}}"
+    )
+    _write_wrapper(tmp_path, "blank", "blank")
+    with pytest.raises(ValueError, match=r"calib_blank: document 1 .*prompt is whitespace only"):
+        lm_eval.simple_evaluate(
+            model=tiny_long_lm, tasks=["calib_blank"], task_manager=_manager(tmp_path)
+        )
+    _write_stock(tmp_path, "empty", [good, {**good, "question": ""}], doc_to_text="{{question}}")
+    _write_wrapper(tmp_path, "empty", "empty")
+    out = lm_eval.simple_evaluate(
+        model=tiny_long_lm, tasks=["calib_empty"], task_manager=_manager(tmp_path)
+    )
+    assert out["results"]["calib_empty"]["ece,none"] >= 0
+
+
+def test_several_gold_answers_are_refused_as_such(tmp_path):
+    docs = [{"question": "q", "choices": ["a", "b", "c"], "answers": [0, 2]}]
+    _write_stock(tmp_path, "multi", docs, doc_to_target="answers")
+    _write_wrapper(tmp_path, "multi", "multi")
+    message = r"document 0 .*several gold answers \(\[0, 2\]\).*\(multiple_target\) are not supp"
+    with pytest.raises(ValueError, match="calib_multi: " + message):
+        _manager(tmp_path).load(["calib_multi"])
+
+
 def test_a_task_that_is_not_multiple_choice_is_named(tmp_path):
     (tmp_path / "gen.yaml").write_text(
         "task: gen\ndataset_path: json\noutput_type: generate_until\ndoc_to_text: q\n"
