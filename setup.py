@@ -1,7 +1,7 @@
 """Everything is declared in pyproject.toml; this adds ``lm_eval_calibration.pth`` to the wheel.
 
 The ``.pth`` file lies at the root of site-packages, where the interpreter runs its one line at
-start-up: ``import calib_tasks.activation`` (see that module: it makes the package's tasks
+start-up: ``import calib_tasks.harness.activation`` (see that module: it makes the package's tasks
 visible to the plain ``lm_eval`` command of lm-eval 0.4.13, and costs nothing until lm_eval is
 imported). Written to the wheel's root for a wheel, and to the editable wheel's root (the
 ``install`` command's ``install_lib``) for ``pip install -e``.
@@ -13,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 PTH_FILE = "lm_eval_calibration.pth"
-PTH_LINE = "import calib_tasks.activation\n"
+PTH_LINE = "import calib_tasks.harness.activation\n"
 
 
 class BuildPyWithPth(build_py):

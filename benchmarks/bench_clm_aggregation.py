@@ -42,8 +42,8 @@ def main() -> int:
     from lm_eval.api.registry import get_aggregation
     from lm_eval.utils import handle_non_serializable
 
-    from calib_tasks.aggregations import AGGREGATIONS
-    from calib_tasks.clm import document_results
+    from calib_tasks.harness.aggregations import AGGREGATIONS
+    from calib_tasks.tasks.clm import document_results
 
     rng = np.random.default_rng(0)
     tracemalloc.start()
@@ -56,11 +56,9 @@ def main() -> int:
             per_key.setdefault(key, []).append(value)
     reduce_s = time.perf_counter() - start
     results = {
-        key: (
-            AGGREGATIONS[key]
-            if key != "bits_per_byte"
-            else get_aggregation("bits_per_byte")
-        )(items)
+        key: (AGGREGATIONS[key] if key != "bits_per_byte" else get_aggregation("bits_per_byte"))(
+            items
+        )
         for key, items in per_key.items()
     }
     total_s = time.perf_counter() - start

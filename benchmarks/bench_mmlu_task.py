@@ -53,7 +53,7 @@ def write_stock_task(folder: Path) -> str:
     (folder / "stock_mmlu_mini.yaml").write_text(json.dumps(config))
     (folder / "calib_stock_mmlu_mini.yaml").write_text(
         "task: calib_stock_mmlu_mini\n"
-        "class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask\n"
+        "class: !function calib_tasks.tasks.multiple_choice.CalibMultipleChoiceTask\n"
         "wraps: stock_mmlu_mini\n"
     )
     return "stock_mmlu_mini"

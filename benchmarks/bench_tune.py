@@ -74,7 +74,7 @@ def one_call(
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from calib_tasks import task_dir
-    from calib_tasks.tune.base import BaseModel
+    from calib_tasks.tune.base_model import BaseModel
     from calib_tasks.tune.data import ALPACA, read_examples
 
     if kind == "old":

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 __all__ = ["package_tasks", "task_dir"]
 
-# No imports at module level: ``calib_tasks.activation`` is imported at every interpreter start.
+# No imports at module level: ``calib_tasks.harness.activation`` is imported at every interpreter
+# start.
 _package_tasks = None
 
 

@@ -11,9 +11,10 @@ import pytest
 from lm_eval.api.registry import get_aggregation as registered
 
 import calib_metrics as cm
-from calib_tasks import aggregations, metric_table
-from calib_tasks import records as record_schema
-from calib_tasks.records import histogram_record, share_record, top_label_record
+from calib_tasks.harness import aggregations
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring import records as record_schema
+from calib_tasks.scoring.records import histogram_record, share_record, top_label_record
 
 TOP_LABEL_KEYS = ("ece", "mce", "brier", "auroc", "nll", "ece_ci_low", "ece_ci_high")
 HISTOGRAM_KEYS = ("ece", "mce", "brier", "acc", "ece_ci_low", "ece_ci_high")
@@ -169,7 +170,7 @@ def test_the_package_imports_when_plain_metric_names_are_taken():
         "from lm_eval.api.registry import register_aggregation\n"
         "for name in ('ece', 'mce', 'nll', 'auroc', 'aurc', 'smooth_ece', 'brier', 'acc'):\n"
         "    register_aggregation(name)(lambda items: 0.0)\n"
-        "import calib_tasks.task_base, calib_tasks.mmlu\n"
+        "import calib_tasks.tasks.base, calib_tasks.tasks.mmlu\n"
         "from lm_eval.api.registry import get_aggregation\n"
         "print(get_aggregation('calib_ece').__name__)\n"
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import calib_tasks
 from calib_tasks import task_dir
-from calib_tasks.cli import main, make_task_managers_scan_task_dir
-from calib_tasks.task_paths import include_paths_with_task_dir, names_only_package_tasks
+from calib_tasks.command_line.eval import main, make_task_managers_scan_task_dir
+from calib_tasks.harness.task_paths import include_paths_with_task_dir, names_only_package_tasks
 
 # The project root, so that the subprocess imports this checkout even when it is not installed.
 PROJECT_ROOT = Path(calib_tasks.__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ metadata:
 
 
 def calib_eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """``calib-eval ARGS`` (as ``python -m calib_tasks.cli``), offline."""
+    """``calib-eval ARGS`` (as ``python -m calib_tasks.command_line.eval``), offline."""
     python_path = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
     env = {
         **os.environ,
@@ -44,7 +44,7 @@ def calib_eval(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
         "PYTHONPATH": python_path,
     }
     return subprocess.run(
-        [sys.executable, "-m", "calib_tasks.cli", *args],
+        [sys.executable, "-m", "calib_tasks.command_line.eval", *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -147,7 +147,7 @@ def test_a_package_group_wrapping_a_harness_task_needs_the_harness_index(tmp_pat
     """The shortcut must never change which task a name resolves to."""
     from lm_eval.tasks import TaskManager
 
-    from calib_tasks import task_paths
+    from calib_tasks.harness import task_paths
 
     (tmp_path / "probe.yaml").write_text("group: calib_probe\ntask:\n  - arc_easy\n")
     (tmp_path / "own.yaml").write_text(

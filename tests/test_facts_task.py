@@ -16,7 +16,7 @@ from lm_eval.api.instance import Instance
 
 import calib_metrics as cm
 from calib_tasks import task_dir
-from calib_tasks.lama import read_trex
+from calib_tasks.tasks.lama import read_trex
 
 RELATIONS = [
     {"relation": "P19", "template": "[X] was born in [Y] ."},

@@ -11,10 +11,12 @@ import pytest
 from lm_eval.loggers import EvaluationTracker
 from lm_eval.tasks import TaskManager
 
-from calib_tasks import aggregations, metric_table, task_dir
-from calib_tasks.records import MULTICLASS, TOP_LABEL
+from calib_tasks import task_dir
+from calib_tasks.harness import aggregations
 from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring.records import MULTICLASS, TOP_LABEL
 
 README = Path(__file__).parent.parent / "README.md"
 

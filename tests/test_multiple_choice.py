@@ -1,4 +1,4 @@
-"""Any multiple-choice task wrapped by name (calib_tasks.multiple_choice), through the real
+"""Any multiple-choice task wrapped by name (calib_tasks.tasks.multiple_choice), through the real
 harness on the tiny model: the stock task's acc and acc_norm per document, bit for bit; pooled
 calibration under both rules equal to a recomputation from the samples; bad documents named
 before any model call; the shipped wrappers name multiple-choice tasks of the harness."""
@@ -217,7 +217,7 @@ def _leaderboard_wrappers() -> dict[str, str]:
 
 def test_the_shipped_wrappers_name_multiple_choice_tasks_of_the_harness():
     """Their data come from the hub (not here): the configs they wrap are checked instead."""
-    from calib_tasks.multiple_choice import wrapped_config
+    from calib_tasks.tasks.multiple_choice import wrapped_config
 
     harness = TaskManager()
     for wrapper, wrapped in {**SHIPPED, **_leaderboard_wrappers()}.items():

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 import calib_tasks
-from calib_tasks import activation, aggregations, metric_table, task_dir
+from calib_tasks import task_dir
+from calib_tasks.harness import activation, aggregations
+from calib_tasks.scoring import metric_table
 
 PROJECT_ROOT = Path(calib_tasks.__file__).resolve().parent.parent
 PIP = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -34,7 +36,9 @@ def _venv(path: Path) -> Path:
     python = path / "bin" / "python"
     purelib = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     (Path(purelib) / "_test_dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     return python
@@ -51,7 +55,11 @@ def _lm_eval(python: Path, args: list[str], cwd: Path, **env: str) -> subprocess
     environment.update(env)
     return subprocess.run(
         [str(python), "-m", "lm_eval", *args],
-        cwd=cwd, env=environment, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -122,7 +130,7 @@ def test_start_up_imports_nothing_heavy(installs, tmp_path):
         cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     imported = [line.split("|")[-1].strip() for line in proc.stderr.splitlines()[1:]]
-    assert "calib_tasks.activation" in imported
+    assert "calib_tasks.harness.activation" in imported
     heavy = {"lm_eval", "torch", "numpy", "logging", "calib_metrics"}
     assert not heavy & {name.split(".")[0] for name in imported}
 

@@ -320,7 +320,7 @@ def test_non_calib_task_is_skipped_with_a_note(runs, tmp_path, capsys) -> None:
 
 def _histogram_run(root: Path, model_args: str, seed: int) -> Path:
     """A calib_clm_mini run in the harness's layout, its records built by hand: one
-    ``ConfidenceHistogram`` record per document, as calib_tasks.clm writes them."""
+    ``ConfidenceHistogram`` record per document, as calib_tasks.tasks.clm writes them."""
     rng = np.random.default_rng(seed)
     date_id = f"2025-01-0{seed}T00-00-00.000000"
     run_dir = root / "EleutherAI__pythia-1.4b"

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import calib_metrics as cm
-from calib_tasks.confidence_rules import RULES, OptionScores, rule_named
-from calib_tasks.records import choice_record
 from calib_tasks.report.cli import main
+from calib_tasks.scoring.confidence_rules import RULES, OptionScores, rule_named
+from calib_tasks.scoring.records import choice_record
 
 TASK = "calib_doctored"
 RUN = "run-a"

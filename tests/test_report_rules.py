@@ -13,10 +13,10 @@ import numpy as np
 
 import calib_metrics as cm
 from calib_metrics.recalibration import TemperatureScaling
-from calib_tasks.confidence_rules import RULES, OptionScores
-from calib_tasks.records import choice_record
 from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions
+from calib_tasks.scoring.confidence_rules import RULES, OptionScores
+from calib_tasks.scoring.records import choice_record
 
 TASK = "calib_letters"
 N = 300

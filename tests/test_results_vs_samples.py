@@ -22,10 +22,11 @@ from calib_metrics.recalibration import (
     TemperatureScaling,
     cross_fit,
 )
-from calib_tasks import metric_table, task_dir
-from calib_tasks.clm import HISTOGRAM_RESOLUTION
-from calib_tasks.mmlu import SUBJECT_CATEGORY
-from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL
+from calib_tasks import task_dir
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL
+from calib_tasks.tasks.clm import HISTOGRAM_RESOLUTION
+from calib_tasks.tasks.mmlu import SUBJECT_CATEGORY
 
 # task -> (record kind, --limit, --metadata): every confidence rule and recalibrator where the
 # task computes them

@@ -9,7 +9,7 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 from calib_tasks import task_dir
-from calib_tasks.cli import main
+from calib_tasks.command_line.eval import main
 
 
 @pytest.fixture

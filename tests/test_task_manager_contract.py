@@ -1,5 +1,5 @@
 """The harness's own ``TaskManager`` contract holds with the package active: which task managers
-see the package's tasks (calib_tasks.task_paths), checked on the real TaskManager of this
+see the package's tasks (calib_tasks.harness.task_paths), checked on the real TaskManager of this
 environment, whose ``__init__`` the start-up activation has wrapped."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from lm_eval.tasks import TaskManager
 
 from calib_tasks import task_dir
-from calib_tasks.task_paths import package_tasks_only, scan_task_dir
+from calib_tasks.harness.task_paths import package_tasks_only, scan_task_dir
 
 # lm-eval 0.4.13's tests/test_task_manager.py::TestTaskManagerIntegration::
 # test_include_defaults_false_with_custom_path writes this task (its data are never loaded).

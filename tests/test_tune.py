@@ -21,7 +21,7 @@ from calib_tasks import task_dir
 from calib_tasks.command_line.conventions import option_values
 from calib_tasks.render.text import binning_text
 from calib_tasks.report.entries import ReportOptions
-from calib_tasks.tune.base import BaseModel
+from calib_tasks.tune.base_model import BaseModel
 from calib_tasks.tune.cli import main as calib_tune
 from calib_tasks.tune.cli import parser
 from calib_tasks.tune.compare import Curves, comparison_markdown, held_out_numbers, seen_facts

@@ -4,6 +4,7 @@ bundled synthetic preference set, and bad input named by file and line before tr
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -12,7 +13,6 @@ import pytest
 from calib_tasks import task_dir
 from calib_tasks.tune.data import DataError, Example, Preference
 from calib_tasks.tune.formats import load_instructions, load_preferences
-from calib_tasks.tune.preferences_mini import OUT, build_pairs
 
 DATA = task_dir() / "data"
 
@@ -126,9 +126,19 @@ def test_a_missing_file_that_is_no_hub_data_set_is_named(monkeypatch):
         load_preferences("no/such_set")
 
 
+def _preference_builder():
+    """``scripts/build_preferences_mini.py``, the script that writes the bundled set."""
+    path = Path(__file__).parents[1] / "scripts" / "build_preferences_mini.py"
+    spec = importlib.util.spec_from_file_location("build_preferences_mini", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_the_bundled_preference_set_is_built_from_the_tuning_facts_only():
-    bundled = [json.loads(line) for line in OUT.read_text(encoding="utf-8").splitlines()]
-    assert bundled == build_pairs()  # the file is what the builder writes
+    builder = _preference_builder()
+    bundled = [json.loads(line) for line in builder.OUT.read_text(encoding="utf-8").splitlines()]
+    assert bundled == builder.build_pairs()  # the file is what the builder writes
     instructions = [
         json.loads(x) for x in (DATA / "instructions_mini.jsonl").read_text().splitlines()
     ]
@@ -149,4 +159,7 @@ def test_the_bundled_preference_set_is_built_from_the_tuning_facts_only():
         assert wrong not in true_objects[(pair["relation"], pair["sub_label"])]
         assert wrong in objects[pair["relation"]]  # a plausible object of the same relation
         assert pair["rejected"] == pair["chosen"][: -len(pair["obj_label"]) - 1] + wrong + "."
-    assert load_preferences(str(OUT))[0].source["rejected_label"] == bundled[0]["rejected_label"]
+    assert (
+        load_preferences(str(builder.OUT))[0].source["rejected_label"]
+        == bundled[0]["rejected_label"]
+    )

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from tiny_model import build_tiny_model
 
 from calib_tasks import task_dir
-from calib_tasks.tune.base import BaseModel
+from calib_tasks.tune.base_model import BaseModel
 from calib_tasks.tune.cli import main as calib_tune
 from calib_tasks.tune.data import ALPACA, read_examples
 from calib_tasks.tune.train import TRAINER_DIR, TrainConfig, train

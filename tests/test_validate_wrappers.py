@@ -1,6 +1,6 @@
-"""A wrapper (calib_tasks.multiple_choice) of something it cannot calibrate fails where the
+"""A wrapper (calib_tasks.tasks.multiple_choice) of something it cannot calibrate fails where the
 harness resolves task names, before any model loads: ``lm_eval validate`` and ``lm_eval run``
-both call ``TaskManager.match_tasks`` (calib_tasks.task_paths.check_package_tasks)."""
+both call ``TaskManager.match_tasks`` (calib_tasks.harness.task_paths.check_package_tasks)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 import calib_metrics as cm
-from calib_tasks.records import record_kind
 from calib_tasks.render.html_page import render_html
 from calib_tasks.render.markdown import render_markdown
 from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
@@ -42,6 +41,7 @@ from calib_tasks.report.summary import (
     slug,
     summary_blocks,
 )
+from calib_tasks.scoring.records import record_kind
 
 FIGURES = "figures"
 BREAKDOWNS = "breakdowns"

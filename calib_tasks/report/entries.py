@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import calib_metrics as cm
-from calib_tasks.records import PREDICT_ONLY_KEY
 from calib_tasks.report.logged_choices import RULES, read_choice_records
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import (
@@ -31,6 +30,7 @@ from calib_tasks.report.numbers import (
 )
 from calib_tasks.report.runs import Run
 from calib_tasks.report.samples import FilterSamples, TaskSamples, read_samples
+from calib_tasks.scoring.records import PREDICT_ONLY_KEY
 
 MAX_LISTED_PROBLEMS = 5
 NO_INFORMATION = "the backend's scores carry no information"

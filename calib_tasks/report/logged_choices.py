@@ -25,7 +25,8 @@ first option of highest log-likelihood is gold): exactly one must remain, else t
 problem line, never a guess. A line whose ``acc_norm`` the ``norm`` rule does not reproduce is
 a problem line of that rule only.
 
-Each rule's records are multiclass records (``calib_tasks.records``), of the lines of the file's
+Each rule's records are multiclass records (``calib_tasks.scoring.records``), of the lines of the
+file's
 first filter (a task of several filters logs each document once per filter).
 """
 
@@ -44,8 +45,8 @@ import numpy as np
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from calib_tasks.confidence_rules import OptionScores
-from calib_tasks.records import choice_record
+from calib_tasks.scoring.confidence_rules import OptionScores
+from calib_tasks.scoring.records import choice_record
 
 RULES = {"sum": "option log-likelihoods", "norm": "length-normalised log-likelihoods"}
 #: The harness's default ``target_delimiter`` (``TaskConfig``).

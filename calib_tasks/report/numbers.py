@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 
 import calib_metrics as cm
-from calib_tasks.records import PREDICT_ONLY_KEY
 from calib_tasks.render.text import binning_text
 from calib_tasks.report.samples import DEFAULT_FILTER
+from calib_tasks.scoring.records import PREDICT_ONLY_KEY
 
 NAN = float("nan")
 EQUAL_WIDTH = "equal_width"

@@ -1,4 +1,5 @@
-"""Per task: calibration after each recalibrator, cross-fitted (``calib_tasks.recalibrators``),
+"""Per task: calibration after each recalibrator, cross-fitted
+(``calib_tasks.scoring.recalibrators``),
 with bootstrap intervals, and the fitted temperature with its interval.
 
 The intervals resample the items of the out-of-fold predictions (the maps stay as fitted, so the
@@ -15,8 +16,10 @@ from typing import Any
 import numpy as np
 
 import calib_metrics as cm
-from calib_tasks.confidence_rules import SUM
-from calib_tasks.recalibrators import (
+from calib_tasks.report.entries import Entry
+from calib_tasks.report.samples import LOGLIKELIHOODS
+from calib_tasks.scoring.confidence_rules import SUM
+from calib_tasks.scoring.recalibrators import (
     RECALIBRATORS,
     Recalibrator,
     cross_fit_folds,
@@ -26,9 +29,7 @@ from calib_tasks.recalibrators import (
     out_of_fold_probs,
     out_of_fold_top_label,
 )
-from calib_tasks.records import MULTICLASS, TOP_LABEL, PooledRecords
-from calib_tasks.report.entries import Entry
-from calib_tasks.report.samples import LOGLIKELIHOODS
+from calib_tasks.scoring.records import MULTICLASS, TOP_LABEL, PooledRecords
 
 #: The recalibrator whose result the report draws beside the original diagram, per record kind.
 DRAWN = {MULTICLASS: "temperature", TOP_LABEL: "platt"}

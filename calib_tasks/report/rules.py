@@ -1,6 +1,7 @@
 """Per task: one table of confidence rules x metrics, and whether the runs' order flips.
 
-The numbers come from the metric table's per-rule rows (``calib_tasks.metric_table``), computed
+The numbers come from the metric table's per-rule rows (``calib_tasks.scoring.metric_table``),
+computed
 as the task computes them (its defaults), for every rule whose option probabilities the entry's
 records hold, each on the records that hold them: a record whose part of a rule was unusable
 lost it when it was read (``samples.PARTS``), so it leaves out only itself, and only from that
@@ -20,10 +21,10 @@ from typing import Any
 import numpy as np
 
 import calib_metrics as cm
-from calib_tasks import metric_table
-from calib_tasks.confidence_rules import RULES, SUM, Rule
-from calib_tasks.records import MULTICLASS, PooledRecords
 from calib_tasks.report.entries import Entry
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring.confidence_rules import RULES, SUM, Rule
+from calib_tasks.scoring.records import MULTICLASS, PooledRecords
 
 #: The per-rule metrics shown, in column order (keys without the rule's suffix).
 COLUMNS = ("ece", "sce", "classwise_ece", "brier", "helm_ece_10_bin", "helm_selective_acc_10")

@@ -2,7 +2,8 @@
 
 Each line is one document under one filter (``filter``, "none" when absent: the harness writes
 every document once per filter of the task); its ``ece`` value is the task's record
-(``calib_tasks.records``), or its ``bypass`` value in a run made with ``--predict_only`` (which
+(``calib_tasks.scoring.records``), or its ``bypass`` value in a run made with ``--predict_only``
+(which
 renames every metric ``bypass``): top-label (``confidence``, ``correct`` and extras such as
 ``probs`` and ``label``) or histogram (``histogram`` plus ``n_tokens``, ``n_bytes``). Unusable
 lines (truncated or corrupt JSON, a record that breaks its contract) are skipped and described
@@ -27,8 +28,8 @@ from typing import Any, Literal
 
 from calib_metrics import ConfidenceHistogram
 from calib_metrics.validation import ROW_SUM_TOLERANCE_PER_CLASS
-from calib_tasks.confidence_rules import RULES, SUM
-from calib_tasks.records import PREDICT_ONLY_KEY, RECORD_KEY
+from calib_tasks.scoring.confidence_rules import RULES, SUM
+from calib_tasks.scoring.records import PREDICT_ONLY_KEY, RECORD_KEY
 
 FILTER_KEY = "filter"
 DEFAULT_FILTER = "none"

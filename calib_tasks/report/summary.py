@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import calib_metrics as cm
-from calib_tasks import metric_table
 from calib_tasks.render.document import (
     Alert,
     Block,
@@ -37,6 +36,7 @@ from calib_tasks.report.entries import Entry, ReportOptions
 from calib_tasks.report.recalibration import Recalibration
 from calib_tasks.report.rules import COLUMNS, WHY_SAME, RuleRow, flip_notice
 from calib_tasks.report.runs import Run
+from calib_tasks.scoring import metric_table
 
 TITLE = "Calibration report"
 NOT_MEASURED = "NOT MEASURED"
@@ -191,7 +191,8 @@ def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
 
 
 def _results_table(entries: Sequence[Entry]) -> list[Block]:
-    """Every metric of ``calib_tasks.metric_table`` as the runs' results files report it (the
+    """Every metric of ``calib_tasks.scoring.metric_table`` as the runs' results files report it
+    (the
     tasks' own defaults): so a metric added to the table appears here without more code."""
     keys = [
         metric.key

@@ -1,6 +1,6 @@
 """Evaluating the points of a study, each in its own harness process, resumably.
 
-A point is evaluated by ``calib-eval`` (``python -m calib_tasks.cli``) in a subprocess
+A point is evaluated by ``calib-eval`` (``python -m calib_tasks.command_line.eval``) in a subprocess
 writing into ``points/.<name>.partial``, renamed to ``points/<name>`` once the harness has
 written a results file with every requested task and the samples of each. So a crash, an
 out-of-memory kill or an interrupted study never leaves a half-written point behind: the next
@@ -41,7 +41,7 @@ from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.lifetime import LockHeld, run_tied, take_lock
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
-HARNESS_MODULE = "calib_tasks.cli"
+HARNESS_MODULE = "calib_tasks.command_line.eval"
 Status = Literal["done", "skipped", "failed", "invalid"]
 
 

@@ -53,7 +53,7 @@ from calib_tasks.study.spec import (
     parse_limit,
     resolve_installed,
 )
-from calib_tasks.tune.base import BaseModel, materialize_gguf
+from calib_tasks.tune.base_model import BaseModel, materialize_gguf
 from calib_tasks.tune.compare import (
     METHOD_LABELS,
     TABLE,

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from calib_tasks.command_line.conventions import option, positive_int
-from calib_tasks.tune.base import BaseModel
+from calib_tasks.tune.base_model import BaseModel
 from calib_tasks.tune.data import (
     DataError,
     Example,

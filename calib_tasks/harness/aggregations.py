@@ -1,7 +1,8 @@
-"""The calibration aggregations of ``calib_tasks.metric_table``, registered in lm-eval's registry.
+"""The calibration aggregations of ``calib_tasks.scoring.metric_table``, registered in lm-eval's
+registry.
 
 Each row of the table is registered as ``calib_<key>`` (``aggregation: calib_ece``); the
-aggregation receives the list of the task's per-sample records (``calib_tasks.records``) and
+aggregation receives the list of the task's per-sample records (``calib_tasks.scoring.records``) and
 returns a plain float computed on the pooled samples with the defaults of ``calib_metrics``.
 
 How the harness calls them, which the pooling relies on (``lm_eval/evaluator_utils.py``, 0.4.13):
@@ -20,8 +21,8 @@ from collections.abc import Callable
 import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_aggregation)
 from lm_eval.api.registry import register_aggregation
 
-from calib_tasks.metric_table import METRICS, CalibMetric
-from calib_tasks.records import HISTOGRAM, MULTICLASS, TOP_LABEL, Records, pooled
+from calib_tasks.scoring.metric_table import METRICS, CalibMetric
+from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL, Records, pooled
 
 Aggregation = Callable[..., float]
 _KIND_TEXT = {
@@ -56,7 +57,8 @@ def aggregation_of(metric: CalibMetric) -> Aggregation:
 def register(metric: CalibMetric) -> Aggregation:
     """Register ``metric``'s aggregation in the harness under ``metric.aggregation``.
 
-    The function is named ``calib_tasks.aggregations:<that name>``, the value of the package's
+    The function is named ``calib_tasks.harness.aggregations:<that name>``, the value of the
+    package's
     ``lm_eval.aggregations`` entry point, so that a harness that registered the entry point as a
     placeholder (lm-eval PR #4014) takes the function in its place."""
     aggregate = aggregation_of(metric)

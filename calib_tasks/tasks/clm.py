@@ -19,9 +19,9 @@ import numpy as np
 from lm_eval.api.instance import Instance
 
 from calib_metrics import ConfidenceHistogram
-from calib_tasks import metric_table
-from calib_tasks.records import HISTOGRAM, histogram_record
-from calib_tasks.task_base import TokenStatsTask
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring.records import HISTOGRAM, histogram_record
+from calib_tasks.tasks.base import TokenStatsTask
 from calib_tasks.token_stats import TokenStats
 
 eval_logger = logging.getLogger(__name__)

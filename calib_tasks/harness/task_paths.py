@@ -14,7 +14,8 @@
   has loaded.
 
 Both routes use it: the start-up activation for the plain ``lm_eval`` command
-(``calib_tasks.activation``) and ``calib-eval``, which moreover skips the harness's own task folder
+(``calib_tasks.harness.activation``) and ``calib-eval``, which moreover skips the harness's own
+task folder
 (thousands of YAML files, ~12 s to index on a 2-core CPU) while ``package_tasks_only()`` is
 entered: a task manager that would index the harness's tasks indexes this package's instead.
 """
@@ -119,7 +120,7 @@ def check_package_tasks(manager: Any, names: Iterable[str]) -> None:
         return
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    from calib_tasks.task_base import CalibTask
+    from calib_tasks.tasks.base import CalibTask
 
     for entry in entries:
         config = load_yaml(entry.yaml_path, resolve_func=True)
@@ -200,7 +201,9 @@ def _resolves_in_package(name: str, seen: set[str]) -> bool:
         return True
     seen.add(name)
     config = entry.cfg or {}
-    if "wraps" in config:  # a calib task wrapping another by name (calib_tasks.multiple_choice)
+    if (
+        "wraps" in config
+    ):  # a calib task wrapping another by name (calib_tasks.tasks.multiple_choice)
         return False
     members = config.get("task") if entry.kind.name == "GROUP" else None
     if not isinstance(members, list):

@@ -9,7 +9,7 @@ object of the same relation that is not a true object of that subject (a capital
 capital, a language for a language), picked by a hash of the fact so the file is deterministic.
 Synthetic by design; no human preference went into it.
 
-Usage: ``python -m calib_tasks.tune.preferences_mini`` rewrites the file (no network).
+Usage: ``python scripts/build_preferences_mini.py`` rewrites the file (no network).
 """
 
 from __future__ import annotations

@@ -24,7 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from calib_tasks import task_dir
-from calib_tasks.task_paths import names_only_package_tasks, package_tasks_only, scan_task_dir
+from calib_tasks.harness.task_paths import (
+    names_only_package_tasks,
+    package_tasks_only,
+    scan_task_dir,
+)
 
 PROG = "calib-eval"
 TASK_DIR_FLAG = "--task-dir"

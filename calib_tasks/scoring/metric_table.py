@@ -2,7 +2,7 @@
 
 A row names the key the metric has in results and samples, whether higher is better, and how it
 is computed from a task's pooled records for each kind of record it applies to
-(``calib_tasks.records``). From the table come the aggregations registered in the harness
+(``calib_tasks.scoring.records``). From the table come the aggregations registered in the harness
 (``calib_<key>``), each task's ``metric_list`` and the keys its ``process_results`` returns
 (every row that applies to the task's record kind), and README's metric list. Adding a metric is
 adding a row.
@@ -17,15 +17,15 @@ from typing import Any
 import calib_metrics as cm
 from calib_metrics.classwise import classwise_ece, static_calibration_error
 from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
-from calib_tasks.confidence_rules import RULES, RULES_SETTING, SUM, Rule, rules_setting
-from calib_tasks.recalibrators import (
+from calib_tasks.scoring.confidence_rules import RULES, RULES_SETTING, SUM, Rule, rules_setting
+from calib_tasks.scoring.recalibrators import (
     RECALIBRATION_SETTING,
     RECALIBRATORS,
     Recalibrator,
     out_of_fold_top_label,
     recalibration_setting,
 )
-from calib_tasks.records import (
+from calib_tasks.scoring.records import (
     HISTOGRAM,
     MULTICLASS,
     TOP_LABEL,
@@ -33,7 +33,7 @@ from calib_tasks.records import (
     RecordKind,
     share_record,
 )
-from calib_tasks.settings import check_setting_keys
+from calib_tasks.scoring.settings import check_setting_keys
 
 Compute = Callable[[PooledRecords], float]
 
@@ -51,10 +51,10 @@ class CalibMetric:
     higher_is_better: bool
     compute: Mapping[RecordKind, Compute]
     description: str
-    #: The confidence rule (``calib_tasks.confidence_rules``) whose probabilities the metric
+    #: The confidence rule (``calib_tasks.scoring.confidence_rules``) whose probabilities the metric
     #: reads; a task reports the row only when it computes that rule.
     rule: Rule = SUM
-    #: The recalibrator (``calib_tasks.recalibrators``) the metric is computed after; a task
+    #: The recalibrator (``calib_tasks.scoring.recalibrators``) the metric is computed after; a task
     #: reports the row only when it fits that recalibrator.
     recalibrator: Recalibrator | None = None
 
@@ -298,5 +298,5 @@ def metric_values(
 ) -> dict[str, Any]:
     """A document's values of every metric of ``kind`` under ``settings``: ``record`` under
     ``RECORD_KEY`` and a ``SharedRecord`` reference to it under every other key (see
-    ``calib_tasks.records``)."""
+    ``calib_tasks.scoring.records``)."""
     return share_record(record, [metric.key for metric in metrics_for(kind, settings)])

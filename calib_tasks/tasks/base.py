@@ -12,8 +12,9 @@ from lm_eval.api.samplers import FirstNSampler
 from lm_eval.api.task import ConfigurableTask
 from lm_eval.api.utils import ends_with_whitespace
 
-from calib_tasks import aggregations, metric_table, preflight
-from calib_tasks.records import PREDICT_ONLY_KEY, RECORD_KEY, RecordKind
+from calib_tasks.harness import aggregations, preflight
+from calib_tasks.scoring import metric_table
+from calib_tasks.scoring.records import PREDICT_ONLY_KEY, RECORD_KEY, RecordKind
 from calib_tasks.token_stats import REQUEST_TYPE
 
 
@@ -29,7 +30,7 @@ def _with_calib_metrics(
     if twice:
         raise ValueError(
             f"{config.get('task')}: metric_list names {sorted(twice)}, which come from "
-            "calib_tasks.metric_table; remove them from the task's YAML"
+            "calib_tasks.scoring.metric_table; remove them from the task's YAML"
         )
     return own + calib
 
@@ -57,7 +58,7 @@ class CalibTask(ConfigurableTask):
 
     * ``check_config`` raises for a config that cannot make a task (its settings; a subclass
       checks more): run where the harness resolves task names, before the model loads
-      (``calib_tasks.task_paths``), and again by ``__init__``.
+      (``calib_tasks.harness.task_paths``), and again by ``__init__``.
     * ``check_doc`` returns None for a good raw document and otherwise what is wrong; the task
       then fails while loading, before any model call, naming the task, split and document.
     * ``fewshot_group_field`` (e.g. ``"subject"``): few-shot examples for a document are the first

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 import calib_metrics as cm
-from calib_tasks.confidence_rules import SUM, OptionScores, Rule
+from calib_tasks.scoring.confidence_rules import SUM, OptionScores, Rule
 
 RECORD_KEY = "ece"
 #: Where a record goes instead under ``--predict_only``, which renames every metric ``bypass``
@@ -110,7 +110,7 @@ def record_kind(record: Any) -> RecordKind:
             return MULTICLASS if "probs" in record else TOP_LABEL
     raise ValueError(
         f"{str(record)[:80]} is not a calib record; a calib aggregation needs the records of "
-        "calib_tasks.records"
+        "calib_tasks.scoring.records"
     )
 
 
@@ -172,7 +172,7 @@ def _require_kind(records: Sequence[Any], kinds: tuple[RecordKind, ...]) -> Reco
             key = "histogram" if kind == HISTOGRAM else "confidence"
             raise ValueError(
                 f"sample {i} is not a {key!r} record (got {str(record)[:80]}); "
-                "a calib aggregation needs the records of calib_tasks.records"
+                "a calib aggregation needs the records of calib_tasks.scoring.records"
             ) from None
         if found not in kinds or found != kind:
             raise ValueError(

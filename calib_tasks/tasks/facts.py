@@ -15,9 +15,9 @@ from typing import Any
 import datasets
 from lm_eval.api.instance import Instance
 
-from calib_tasks.lama import LAMA_URL, read_trex
-from calib_tasks.records import TOP_LABEL, top_label_record
-from calib_tasks.task_base import TokenStatsTask, probability
+from calib_tasks.scoring.records import TOP_LABEL, top_label_record
+from calib_tasks.tasks.base import TokenStatsTask, probability
+from calib_tasks.tasks.lama import LAMA_URL, read_trex
 from calib_tasks.token_stats import TokenStats
 
 

@@ -7,7 +7,7 @@ imports this module when the interpreter starts. It does nothing then but put a 
 harness imports ``lm_eval.tasks``, the watcher lets the import run and then makes every
 ``TaskManager`` that indexes the harness's own tasks (``include_defaults=True``, the default)
 scan this package's task folder too, and check this package's tasks among the names it matches
-(``calib_tasks.task_paths.scan_task_dir``), so ``lm_eval --tasks calib_mmlu``, ``lm_eval ls
+(``calib_tasks.harness.task_paths.scan_task_dir``), so ``lm_eval --tasks calib_mmlu``, ``lm_eval ls
 tasks``, ``lm_eval validate`` and ``TaskManager()`` know the package's tasks. A
 ``TaskManager(include_defaults=False, include_path=P)`` indexes P only, as without the package.
 No file of lm_eval is changed.
@@ -53,7 +53,7 @@ def activate() -> None:
     try:
         if harness_discovers_task_plugins():
             return
-        from calib_tasks.task_paths import scan_task_dir
+        from calib_tasks.harness.task_paths import scan_task_dir
 
         scan_task_dir()
     except Exception as error:  # noqa: BLE001  (the harness must run as before)
