@@ -25,6 +25,7 @@ from calib_metrics.recalibration import (
 from calib_tasks import task_dir
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL
+from calib_tasks.scoring.settings import task_settings
 from calib_tasks.tasks.clm import HISTOGRAM_RESOLUTION
 from calib_tasks.tasks.mmlu import SUBJECT_CATEGORY
 
@@ -229,7 +230,7 @@ def test_results_equal_brute_force_from_the_samples(cli_runs, task):
     metrics = results["results"][task]
     records = [sample["ece"] for sample in samples]
     assert len(records) == limit
-    settings = metric_table.task_settings(metadata, task, kind)
+    settings = task_settings(metadata, task, kind)
     rows = metric_table.metrics_for(kind, settings)
     assert {f"{m.key},none" for m in rows} <= set(metrics)
     for metric in rows:
@@ -288,6 +289,6 @@ def test_the_runs_cover_every_row_of_the_table():
     """Each row is computed, and checked above, by at least one of the runs."""
     covered = set()
     for task, (kind, _, metadata) in TASKS.items():
-        settings = metric_table.task_settings(metadata, task, kind)
+        settings = task_settings(metadata, task, kind)
         covered |= {m.key for m in metric_table.metrics_for(kind, settings)}
     assert covered == {m.key for m in metric_table.METRICS}

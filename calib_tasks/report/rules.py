@@ -25,6 +25,7 @@ from calib_tasks.report.entries import Entry
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring.confidence_rules import RULES, SUM, Rule
 from calib_tasks.scoring.records import MULTICLASS, PooledRecords
+from calib_tasks.scoring.settings import TaskSettings
 
 #: The per-rule metrics shown, in column order (keys without the rule's suffix).
 COLUMNS = ("ece", "sce", "classwise_ece", "brier", "helm_ece_10_bin", "helm_selective_acc_10")
@@ -93,8 +94,8 @@ def rule_rows(entry: Entry) -> list[RuleRow]:
     return rows
 
 
-def _settings(rule: Rule) -> metric_table.TaskSettings:
-    return metric_table.TaskSettings(rules=(SUM, rule))
+def _settings(rule: Rule) -> TaskSettings:
+    return TaskSettings(rules=(SUM, rule))
 
 
 def _ranking(values: Sequence[float]) -> tuple[int, ...]:

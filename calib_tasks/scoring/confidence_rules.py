@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from calib_tasks.scoring.settings import setting_names
+from calib_tasks.scoring.metadata import setting_names
 
 #: The task setting (a key of the task's ``metadata``) naming the rules to compute.
 RULES_SETTING = "calib_rules"

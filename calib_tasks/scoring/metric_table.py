@@ -17,14 +17,8 @@ from typing import Any
 import calib_metrics as cm
 from calib_metrics.classwise import classwise_ece, static_calibration_error
 from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
-from calib_tasks.scoring.confidence_rules import RULES, RULES_SETTING, SUM, Rule, rules_setting
-from calib_tasks.scoring.recalibrators import (
-    RECALIBRATION_SETTING,
-    RECALIBRATORS,
-    Recalibrator,
-    out_of_fold_top_label,
-    recalibration_setting,
-)
+from calib_tasks.scoring.confidence_rules import RULES, SUM, Rule
+from calib_tasks.scoring.recalibrators import RECALIBRATORS, Recalibrator, out_of_fold_top_label
 from calib_tasks.scoring.records import (
     HISTOGRAM,
     MULTICLASS,
@@ -33,7 +27,7 @@ from calib_tasks.scoring.records import (
     RecordKind,
     share_record,
 )
-from calib_tasks.scoring.settings import check_setting_keys
+from calib_tasks.scoring.settings import DEFAULT_SETTINGS, TaskSettings
 
 Compute = Callable[[PooledRecords], float]
 
@@ -238,36 +232,8 @@ METRICS: tuple[CalibMetric, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class TaskSettings:
-    """What a task computes besides its record kind's plain rows: the confidence rules and the
-    recalibrators of its settings (``confidence_rules``, ``recalibrators``)."""
-
-    rules: tuple[Rule, ...] = (SUM,)
-    recalibrators: tuple[Recalibrator, ...] = ()
-
-
-def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKind) -> TaskSettings:
-    """A task's settings from its ``metadata`` (``calib_rules``, ``calib_recalibration``): an
-    error naming rule or recalibrator and task when the task cannot compute it (a rule other
-    than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``), and
-    naming the key when a ``calib_`` key is none of these (``settings.check_setting_keys``)."""
-    check_setting_keys(metadata, (RULES_SETTING, RECALIBRATION_SETTING), task)
-    rules: tuple[Rule, ...] = (SUM,)
-    if kind == MULTICLASS or RULES_SETTING in (metadata or {}):  # the default is for MC only
-        rules = rules_setting(metadata, task)
-    if kind != MULTICLASS and rules != (SUM,):
-        raise ValueError(
-            f"{task}: confidence rule(s) {[r.name for r in rules if r is not SUM]} of "
-            f"{RULES_SETTING} apply to multiple-choice tasks only (this task's records are "
-            f"{kind}); set the rules in the multiple-choice tasks' own YAML metadata, or run "
-            "them apart"
-        )
-    return TaskSettings(rules, recalibration_setting(metadata, task, kind))
-
-
 def metrics_for(
-    kind: RecordKind, settings: TaskSettings = TaskSettings()
+    kind: RecordKind, settings: TaskSettings = DEFAULT_SETTINGS
 ) -> tuple[CalibMetric, ...]:
     """The rows of ``METRICS`` that apply to records of ``kind`` under ``settings``, in table
     order."""
@@ -280,7 +246,9 @@ def metrics_for(
     )
 
 
-def metric_list(kind: RecordKind, settings: TaskSettings = TaskSettings()) -> list[dict[str, Any]]:
+def metric_list(
+    kind: RecordKind, settings: TaskSettings = DEFAULT_SETTINGS
+) -> list[dict[str, Any]]:
     """The harness ``metric_list`` entries of a task whose records are of ``kind``, under
     ``settings``."""
     return [
@@ -294,7 +262,7 @@ def metric_list(kind: RecordKind, settings: TaskSettings = TaskSettings()) -> li
 
 
 def metric_values(
-    record: dict[str, Any], kind: RecordKind, settings: TaskSettings = TaskSettings()
+    record: dict[str, Any], kind: RecordKind, settings: TaskSettings = DEFAULT_SETTINGS
 ) -> dict[str, Any]:
     """A document's values of every metric of ``kind`` under ``settings``: ``record`` under
     ``RECORD_KEY`` and a ``SharedRecord`` reference to it under every other key (see

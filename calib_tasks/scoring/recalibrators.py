@@ -35,8 +35,8 @@ from calib_metrics.recalibration import (
     TemperatureScaling,
     cross_fit,
 )
+from calib_tasks.scoring.metadata import setting_names
 from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL, PooledRecords, RecordKind
-from calib_tasks.scoring.settings import setting_names
 
 #: The task setting (a key of the task's ``metadata``) naming the recalibrators to fit.
 RECALIBRATION_SETTING = "calib_recalibration"

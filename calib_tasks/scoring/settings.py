@@ -1,43 +1,50 @@
-"""Reading a task's settings: name lists in its ``metadata`` (task YAML, or the harness's
-``--metadata``), such as ``calib_rules`` and ``calib_recalibration``.
-
-The keys that start with ``SETTING_PREFIX`` are this package's; every other key of the metadata
-belongs to someone else (the harness's ``version``, the ``--model_args`` it merges in, a task's
-own dataset function's, such as ``lama_path``) and is left alone.
-"""
+"""A task's settings: the confidence rules and cross-fitted recalibrators it computes besides
+its record kind's plain metrics, read from its ``metadata`` (``calib_rules``,
+``calib_recalibration``; see ``confidence_rules`` and ``recalibrators``)."""
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-#: The prefix of this package's settings among a task's metadata keys.
-SETTING_PREFIX = "calib_"
+from calib_tasks.scoring.confidence_rules import RULES_SETTING, SUM, Rule, rules_setting
+from calib_tasks.scoring.metadata import check_setting_keys
+from calib_tasks.scoring.recalibrators import (
+    RECALIBRATION_SETTING,
+    Recalibrator,
+    recalibration_setting,
+)
+from calib_tasks.scoring.records import MULTICLASS, RecordKind
 
 
-def check_setting_keys(metadata: Mapping[str, Any] | None, known: Sequence[str], task: str) -> None:
-    """Raise ``ValueError`` naming the task, the key and the nearest of the ``known`` settings
-    for a key of ``metadata`` that starts with ``SETTING_PREFIX`` and is not one of them (a typo
-    would otherwise leave the default in place without a word)."""
-    for key in metadata or {}:
-        if isinstance(key, str) and key.startswith(SETTING_PREFIX) and key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"the settings are {list(known)}"
-            raise ValueError(
-                f"{task}: unknown setting {key!r} in the task's metadata or --metadata ({hint})"
-            )
+@dataclass(frozen=True)
+class TaskSettings:
+    """What a task computes besides its record kind's plain rows: the confidence rules and the
+    recalibrators of its settings (``confidence_rules``, ``recalibrators``)."""
+
+    rules: tuple[Rule, ...] = (SUM,)
+    recalibrators: tuple[Recalibrator, ...] = ()
 
 
-def setting_names(
-    metadata: Mapping[str, Any] | None, key: str, default: Sequence[str], task: str
-) -> list[str]:
-    """The names under ``key`` of ``metadata`` (a list, or a comma-separated string; blanks
-    dropped), ``default`` when absent; a value of another type is an error naming task and key."""
-    value = (metadata or {}).get(key, default)
-    names = value.split(",") if isinstance(value, str) else value
-    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKind) -> TaskSettings:
+    """A task's settings from its ``metadata`` (``calib_rules``, ``calib_recalibration``): an
+    error naming rule or recalibrator and task when the task cannot compute it (a rule other
+    than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``), and
+    naming the key when a ``calib_`` key is none of these (``metadata.check_setting_keys``)."""
+    check_setting_keys(metadata, (RULES_SETTING, RECALIBRATION_SETTING), task)
+    rules: tuple[Rule, ...] = (SUM,)
+    if kind == MULTICLASS or RULES_SETTING in (metadata or {}):  # the default is for MC only
+        rules = rules_setting(metadata, task)
+    if kind != MULTICLASS and rules != (SUM,):
         raise ValueError(
-            f"{task}: {key} must be a list of names or a comma-separated string, got {value!r}"
+            f"{task}: confidence rule(s) {[r.name for r in rules if r is not SUM]} of "
+            f"{RULES_SETTING} apply to multiple-choice tasks only (this task's records are "
+            f"{kind}); set the rules in the multiple-choice tasks' own YAML metadata, or run "
+            "them apart"
         )
-    return [n.strip() for n in names if n.strip()]
+    return TaskSettings(rules, recalibration_setting(metadata, task, kind))
+
+
+#: The settings of a task whose metadata names none: the sum rule, no recalibrator.
+DEFAULT_SETTINGS = TaskSettings()

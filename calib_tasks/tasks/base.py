@@ -15,11 +15,12 @@ from lm_eval.api.utils import ends_with_whitespace
 from calib_tasks.harness import aggregations, preflight
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring.records import PREDICT_ONLY_KEY, RECORD_KEY, RecordKind
+from calib_tasks.scoring.settings import TaskSettings, task_settings
 from calib_tasks.token_stats import REQUEST_TYPE
 
 
 def _with_calib_metrics(
-    config: Mapping[str, Any], kind: RecordKind, settings: metric_table.TaskSettings
+    config: Mapping[str, Any], kind: RecordKind, settings: TaskSettings
 ) -> list[dict[str, Any]]:
     """The task's own ``metric_list`` (e.g. the harness's ``acc``) and, after it, the metric
     table's rows for ``kind`` and ``settings``; a row that the YAML lists again is an error
@@ -67,9 +68,9 @@ class CalibTask(ConfigurableTask):
     """
 
     fewshot_group_field: str | None = None
-    #: The confidence rules and recalibrators the task computes (``metric_table.task_settings``,
+    #: The confidence rules and recalibrators the task computes (``task_settings``,
     #: from the ``calib_rules`` and ``calib_recalibration`` keys of its ``metadata``).
-    settings: metric_table.TaskSettings
+    settings: TaskSettings
     #: The kind of record the task emits: its calibration metrics are the rows of
     #: ``metric_table.METRICS`` that apply to it.
     record_kind: RecordKind
@@ -101,11 +102,11 @@ class CalibTask(ConfigurableTask):
         return {k: v for k, v in config.items() if k != "class"}
 
     @classmethod
-    def config_settings(cls, config: Mapping[str, Any]) -> metric_table.TaskSettings:
+    def config_settings(cls, config: Mapping[str, Any]) -> TaskSettings:
         """The settings of the task that ``config`` (resolved) makes, from its ``metadata``
-        (``metric_table.task_settings``); ``ValueError`` naming task and setting otherwise."""
+        (``task_settings``); ``ValueError`` naming task and setting otherwise."""
         metadata = config.get("metadata")
-        return metric_table.task_settings(
+        return task_settings(
             metadata if isinstance(metadata, Mapping) else None,
             str(config.get("task")),
             cls.record_kind,
