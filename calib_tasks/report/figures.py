@@ -1,5 +1,7 @@
 """The report's figures: reliability diagrams and the comparison across runs, drawn in the
-commands' one figure style (``calib_tasks.render.figures``)."""
+commands' one figure style (``calib_tasks.render.figures``). The reliability panel is drawn by
+``calib_tasks.render.reliability``, the diagram's one drawing; here are the report's layout
+around it (histogram panel, titles, legend) and the saving."""
 
 from __future__ import annotations
 
@@ -9,12 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.transforms import blended_transform_factory
 
 from calib_metrics import ReliabilityBins
 from calib_tasks.render.figures import saved_figure
+from calib_tasks.render.reliability import (
+    ACCURACY_COLOR,
+    GAP_COLOR,
+    XLABEL,
+    ReliabilityData,
+    draw_reliability,
+    opaque,
+)
 from calib_tasks.render.text import LEVEL
 
 RELIABILITY_SIZE = (6.4, 7.2)
@@ -23,19 +32,8 @@ COMPARISON_CHAR_WIDTH = 0.075
 COMPARISON_MAX_WIDTH = 14.0
 COMPARISON_MARGIN = 0.6
 COMPARISON_RUN_HEIGHT = 0.4
-ACCURACY_COLOR = "#4C72B0"
-GAP_COLOR = "#C44E52"
-UNDERCONFIDENT_COLOR = "#55A868"
-CONFIDENCE_COLOR = "black"
-#: color, hatch and legend text of the gap between accuracy and mean confidence, by direction
-GAP_STYLES = {
-    "over": (GAP_COLOR, "//", "gap, overconfident (confidence above accuracy)"),
-    "under": (UNDERCONFIDENT_COLOR, "\\\\", "gap, underconfident (accuracy above confidence)"),
-}
-MIN_ALPHA = 0.15  # opacity of the marks of a bin with next to no predictions
 MAX_COUNT_LABELS = 20  # bins' counts are written above the histogram up to this many bins
 ECE_COLOR = "#DD8452"
-DIAGONAL_COLOR = "#555555"
 TITLE_WIDTH = 60
 MARKER_OFFSET = 0.12  # comparison rows are 1 apart: a marker sits this far under its row
 
@@ -48,33 +46,6 @@ def _wrap_lines(text: str) -> str:
     return "\n".join(_wrap(line) for line in text.split("\n"))
 
 
-def _bin_alpha(count: np.ndarray) -> np.ndarray:
-    """The opacity of each bin's marks: from ``MIN_ALPHA`` (a bin with next to no predictions)
-    to 1 (the fullest bin), in proportion to the bin's count."""
-    return MIN_ALPHA + (1 - MIN_ALPHA) * count / max(float(count.max(initial=0)), 1.0)
-
-
-def _gap_bars(
-    axis, left: np.ndarray, width: np.ndarray, low: np.ndarray, high: np.ndarray, alpha, *, kind
-) -> None:
-    """The hatched region between ``low`` and ``high`` of each bin (``kind`` names the
-    direction in ``GAP_STYLES``), no fill, its hatching as opaque as its bin's marks."""
-    color, hatch, label = GAP_STYLES[kind]
-    if left.size:
-        axis.bar(
-            left,
-            high - low,
-            width,
-            bottom=low,
-            align="edge",
-            facecolor="none",
-            edgecolor=[to_rgba(color, a) for a in alpha],
-            linewidth=0.8,
-            hatch=hatch,
-            label=label,
-        )
-
-
 def write_reliability_diagram(
     stem: Path,
     bins: ReliabilityBins,
@@ -84,14 +55,13 @@ def write_reliability_diagram(
     binning: str,
     observed: tuple[float, float] | None = None,
 ) -> Figure:
-    """Write ``<stem>.png`` and ``<stem>.svg`` and return the figure drawn: per bin, accuracy
-    as a solid bar, mean confidence as a black line across the bin, and the gap between them
-    hatched, red where confidence is above accuracy (overconfident) and green where it is below
-    (underconfident); every mark of a bin is as opaque as the bin is full (the fullest bin
-    opaque, a bin of a few predictions faint), so that near-empty bins do not dominate. Under
-    it, on the same confidence axis, how the predictions spread over the bins (share per bin
-    for bins of equal width, density otherwise), with each bin's count written above it when
-    there are at most ``MAX_COUNT_LABELS`` filled bins.
+    """Write ``<stem>.png`` and ``<stem>.svg`` and return the figure drawn: the reliability
+    panel of ``calib_tasks.render.reliability.draw_reliability`` (per bin, accuracy as a solid
+    bar, mean confidence as a black line, the gap hatched red where overconfident and green
+    where underconfident, every mark as opaque as its bin is full). Under it, on the same
+    confidence axis, how the predictions spread over the bins (share per bin for bins of equal
+    width, density otherwise), with each bin's count written above it when there are at most
+    ``MAX_COUNT_LABELS`` filled bins; the legend of both under the figure.
 
     ``title`` names the task and run, ``stats`` (n, accuracy, ECE with its interval, the
     entry's markers; one per line, long lines wrapped) is the subtitle and ``binning`` (e.g.
@@ -99,53 +69,17 @@ def write_reliability_diagram(
     ``observed`` (lowest, highest confidence) narrows the outer bins to the observed range, for
     equal-mass bins whose outer edges are 0 and 1 by convention.
     """
-    count = np.asarray(bins.count, dtype=float)
-    edges = np.array(bins.edges, dtype=float)
-    if observed is not None:
-        edges[0], edges[-1] = min(observed[0], edges[1]), max(observed[1], edges[-2])
+    data = ReliabilityData.from_bins(bins, observed=observed)
+    count = data.count.astype(float)
+    edges = data.drawn_edges
     widths = np.diff(edges)
-    filled = count > 0
-    left, width = edges[:-1][filled], widths[filled]
-    accuracy = np.asarray(bins.accuracy, dtype=float)[filled]
-    confidence = np.asarray(bins.mean_confidence, dtype=float)[filled]
-    alpha = _bin_alpha(count[filled])
+    filled = data.filled
     share = count / max(count.sum(), 1.0)
     equal_widths = np.ptp(widths) < 1e-9
     with saved_figure(stem, RELIABILITY_SIZE) as figure:
         top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-        top.plot([0, 1], [0, 1], "--", color=DIAGONAL_COLOR, lw=1, label="perfect calibration")
-        top.bar(
-            left,
-            accuracy,
-            width,
-            align="edge",
-            color=[to_rgba(ACCURACY_COLOR, a) for a in alpha],
-            edgecolor="white",
-            linewidth=0.5,
-            label="accuracy in bin (fainter: fewer predictions)",
-        )
-        over, under = confidence > accuracy, confidence < accuracy
-        _gap_bars(
-            top, left[over], width[over], accuracy[over], confidence[over], alpha[over], kind="over"
-        )
-        _gap_bars(
-            top,
-            left[under],
-            width[under],
-            confidence[under],
-            accuracy[under],
-            alpha[under],
-            kind="under",
-        )
-        top.hlines(
-            confidence,
-            left,
-            left + width,
-            colors=[to_rgba(CONFIDENCE_COLOR, a) for a in alpha],
-            linewidth=2.5,
-            label="mean confidence in bin",
-        )
-        top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy")
+        draw_reliability(data, ax=top, legend=False)
+        top.set_xlabel("")
         top.set_title(_wrap_lines(stats))
         top.tick_params(labelbottom=False)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -154,7 +88,10 @@ def write_reliability_diagram(
             edges[:-1], spread, widths, align="edge", color="#8C8C8C", edgecolor="white", lw=0.5
         )
         if np.count_nonzero(filled) <= MAX_COUNT_LABELS:
-            for x, y, n in zip(left + width / 2, spread[filled], count[filled], strict=True):
+            left = edges[:-1][filled]
+            for x, y, n in zip(
+                left + widths[filled] / 2, spread[filled], count[filled], strict=True
+            ):
                 bottom.annotate(
                     f"{n:.0f}", (x, y), xytext=(0, 1), textcoords="offset points",
                     ha="center", va="bottom", fontsize=7,
@@ -163,13 +100,11 @@ def write_reliability_diagram(
         bottom.set(
             xlim=(0, 1),
             ylabel="share of\npredictions" if equal_widths else "density of\npredictions",
-            xlabel=f"confidence (top-label probability), {binning}",
+            xlabel=f"{XLABEL}, {binning}",
         )
         bottom.set_xticks(np.linspace(0, 1, 11))
         figure.suptitle(_wrap(title), fontsize=12)
-        legend = figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=8)
-        for handle in legend.legend_handles:
-            handle.set_alpha(1)
+        opaque(figure.legend(loc="outside lower center", ncols=2, frameon=False, fontsize=8))
     return figure
 
 
