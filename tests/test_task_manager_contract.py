@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from lm_eval.tasks import TaskManager
 
-from calib_tasks import task_dir
+from calib_tasks import patches, task_dir
 from calib_tasks.harness.task_paths import package_tasks_only, scan_task_dir
 
 # lm-eval 0.4.13's tests/test_task_manager.py::TestTaskManagerIntegration::
@@ -37,7 +37,7 @@ def custom_dir(tmp_path: Path) -> str:
 
 
 def test_the_activation_wraps_the_harness_task_manager():
-    assert getattr(TaskManager.__init__, "scans_calib_task_dir", False)
+    assert patches.marked(TaskManager.__init__) is patches.TASK_FOLDER
 
 
 def test_include_defaults_false_means_only_the_callers_paths(custom_dir):

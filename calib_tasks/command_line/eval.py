@@ -14,16 +14,21 @@ files that take ~12 s to index on a 2-core CPU, is not scanned at all.
 ``calib-eval --task-dir`` prints that folder, for the plain-harness route::
 
     lm_eval --include_path "$(calib-eval --task-dir)" --model hf ... --tasks calib_mmlu
+
+``calib-eval --patches`` lists every change the package makes to the harness
+(``calib_tasks.patches``), each with its state in the process once calib-eval has installed its
+own, as before a run.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from calib_tasks import task_dir
+from calib_tasks import patches, task_dir
 from calib_tasks.harness.task_paths import (
     names_only_package_tasks,
     package_tasks_only,
@@ -32,6 +37,7 @@ from calib_tasks.harness.task_paths import (
 
 PROG = "calib-eval"
 TASK_DIR_FLAG = "--task-dir"
+PATCHES_FLAG = "--patches"
 
 
 def _skipping_harness_tasks(process_tasks: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,7 +48,6 @@ def _skipping_harness_tasks(process_tasks: Callable[..., Any]) -> Callable[..., 
         with package_tasks_only():
             return process_tasks(config, *args, **kwargs)
 
-    wrapped.skips_harness_tasks = True  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -54,25 +59,54 @@ def make_task_managers_scan_task_dir() -> None:
     from lm_eval.config.evaluate_config import EvaluatorConfig
 
     scan_task_dir()
-    if not getattr(EvaluatorConfig.process_tasks, "skips_harness_tasks", False):
-        EvaluatorConfig.process_tasks = _skipping_harness_tasks(  # type: ignore[method-assign]
-            EvaluatorConfig.process_tasks
-        )
+    patches.wrap(
+        patches.PACKAGE_TASKS_ONLY, EvaluatorConfig, "process_tasks", _skipping_harness_tasks
+    )
+
+
+def patch_listing(width: int = 100) -> str:
+    """Every declared patch of the harness with its state in this process, lines wrapped at
+    ``width`` (what ``--patches`` prints)."""
+    lines = [
+        f"lm-eval-calibration's {len(patches.PATCHES)} patches of lm-eval (calib_tasks.patches), "
+        "as installed in this process:"
+    ]
+    for patch in patches.PATCHES:
+        lines += ["", patch.target]
+        for label, text in (
+            ("state", patches.state(patch)),
+            ("why", patch.why),
+            ("when", patch.when),
+            ("code", patch.where),
+            ("retired by", patch.retired_by),
+        ):
+            lines += textwrap.wrap(
+                text,
+                width,
+                initial_indent=f"  {label + ':':<12}",
+                subsequent_indent=" " * 14,
+                break_on_hyphens=False,
+            )
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run ``calib-eval`` with ``argv`` (default: the process's arguments).
 
-    ``--task-dir`` alone prints the task folder; anything else is the ``lm_eval`` command line,
-    run by the harness's own CLI (which exits the process itself on errors, like ``lm_eval``).
+    ``--task-dir`` alone prints the task folder, ``--patches`` alone the patches of the harness
+    (``patch_listing``); anything else is the ``lm_eval`` command line, run by the
+    harness's own CLI (which exits the process itself on errors, like ``lm_eval``).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     if args == [TASK_DIR_FLAG]:
         print(task_dir())
         return
+    make_task_managers_scan_task_dir()
+    if args == [PATCHES_FLAG]:
+        print(patch_listing())
+        return
     from lm_eval.__main__ import cli_evaluate
 
-    make_task_managers_scan_task_dir()
     sys.argv = [PROG, *args]
     cli_evaluate()
 

@@ -3,31 +3,33 @@
 lm-eval 0.4.13 finds tasks only in its own folder and in ``--include_path``; it has no plugin
 hook. The installed package therefore carries ``lm_eval_calibration.pth``, whose one line
 imports this module when the interpreter starts. It does nothing then but put a watcher on
-``sys.meta_path`` (no lm_eval, torch or numpy import: the cost is this small module). When the
-harness imports ``lm_eval.tasks``, the watcher lets the import run and then makes every
-``TaskManager`` that indexes the harness's own tasks (``include_defaults=True``, the default)
-scan this package's task folder too, and check this package's tasks among the names it matches
-(``calib_tasks.harness.task_paths.scan_task_dir``), so ``lm_eval --tasks calib_mmlu``, ``lm_eval ls
-tasks``, ``lm_eval validate`` and ``TaskManager()`` know the package's tasks. A
-``TaskManager(include_defaults=False, include_path=P)`` indexes P only, as without the package.
-No file of lm_eval is changed.
+``sys.meta_path`` (the patch ``calib_tasks.patches.START_UP_WATCHER``; no lm_eval, torch, numpy
+or logging import: the cost is this small module and the declarations). When the harness imports
+``lm_eval.tasks``, the watcher lets the import run and then installs the two ``TaskManager``
+patches (``calib_tasks.harness.task_paths.scan_task_dir``): every ``TaskManager`` that indexes
+the harness's own tasks (``include_defaults=True``, the default) scans this package's task
+folder too, and checks this package's tasks among the names it matches, so ``lm_eval --tasks
+calib_mmlu``, ``lm_eval ls tasks``, ``lm_eval validate`` and ``TaskManager()`` know the
+package's tasks. A ``TaskManager(include_defaults=False, include_path=P)`` indexes P only, as
+without the package. No file of lm_eval is changed.
 
 * ``LM_EVAL_CALIBRATION_ACTIVATE=0`` (or ``false``, ``no``, ``off``) switches it off: the harness
   then behaves exactly as without the package.
-* It steps aside when the installed harness discovers ``lm_eval.tasks`` entry points itself
-  (lm-eval's task plugins, PR #4015: ``lm_eval.tasks.manager.discover_plugin_task_paths``); the
-  package declares that entry point.
+* The task folder steps aside when the installed harness discovers ``lm_eval.tasks`` entry
+  points itself (lm-eval's task plugins, PR #4015: ``lm_eval.tasks.manager.
+  discover_plugin_task_paths``; ``calib_tasks.patches.TASK_PLUGINS``); the package declares that
+  entry point.
 * It never raises: a failure logs one warning and the harness runs as before.
 """
 
 import os
 import sys
 
+from calib_tasks import patches
+
 ENV_VAR = "LM_EVAL_CALIBRATION_ACTIVATE"
 OFF_VALUES = ("0", "false", "no", "off")
 WATCHED_MODULE = "lm_eval.tasks"
-# What a harness that discovers task entry points itself has (PR #4015).
-_NATIVE_DISCOVERY = ("discover_plugin_task_paths", "TASKS_ENTRY_POINT_GROUP")
 
 
 def _logger():  # logging is imported only when there is something to say (start-up cost)
@@ -43,16 +45,13 @@ def switched_off() -> bool:
 
 def harness_discovers_task_plugins() -> bool:
     """Whether the imported harness finds ``lm_eval.tasks`` entry points on its own."""
-    manager = sys.modules.get("lm_eval.tasks.manager")
-    return any(hasattr(manager, name) for name in _NATIVE_DISCOVERY)
+    return patches.upstream(patches.TASK_FOLDER) is not None
 
 
 def activate() -> None:
-    """Make the harness's task managers scan this package's task folder, unless the harness
-    discovers it itself; never raises (one warning instead)."""
+    """Install the ``TaskManager`` patches (the task folder stepping aside when the harness
+    discovers it itself); never raises (one warning instead)."""
     try:
-        if harness_discovers_task_plugins():
-            return
         from calib_tasks.harness.task_paths import scan_task_dir
 
         scan_task_dir()
@@ -111,8 +110,8 @@ def install() -> None:
             return
         if WATCHED_MODULE in sys.modules:
             activate()
-        elif not any(isinstance(finder, _Watcher) for finder in sys.meta_path):
-            sys.meta_path.insert(0, _Watcher())
+        else:
+            patches.add_finder(patches.START_UP_WATCHER, _Watcher())
     except Exception:  # noqa: BLE001  (interpreter start-up must never fail)
         pass
 

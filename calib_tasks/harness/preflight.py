@@ -3,19 +3,19 @@
 The evaluator runs one request type after another (``lm_eval.evaluator.evaluate``), so a backend
 that cannot answer ``token_stats`` would otherwise fail only after every other request type of
 the run had finished. ``install`` wraps the harness's ``evaluate`` (which ``simple_evaluate``, and
-so the ``lm_eval`` command, looks up by name when it calls it) with that check; the wrapper is
-installed once, while the first calib task loads.
+so the ``lm_eval`` command, looks up by name when it calls it) with that check (the patch
+``calib_tasks.patches.PREFLIGHT``); the wrapper is installed once, while the first calib task
+loads.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from calib_tasks import patches
 from calib_tasks.token_stats import REQUEST_TYPE, UnsupportedBackendError, check_backend
-
-_MARK = "_calib_preflight"
 
 
 def _tasks_in(task_dict: Any) -> Iterator[Any]:
@@ -45,18 +45,17 @@ def check_run(lm: Any, task_dict: Any) -> None:
             return
 
 
-def install() -> None:
-    """Wrap ``lm_eval.evaluator.evaluate`` with ``check_run`` (idempotent)."""
-    from lm_eval import evaluator
-
-    original = evaluator.evaluate
-    if getattr(original, _MARK, False):
-        return
-
+def _checking_run(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def evaluate(lm: Any, task_dict: Any, *args: Any, **kwargs: Any) -> Any:
         check_run(lm, task_dict)
         return original(lm, task_dict, *args, **kwargs)
 
-    setattr(evaluate, _MARK, True)
-    evaluator.evaluate = evaluate
+    return evaluate
+
+
+def install() -> None:
+    """Wrap ``lm_eval.evaluator.evaluate`` with ``check_run`` (idempotent)."""
+    from lm_eval import evaluator
+
+    patches.wrap(patches.PREFLIGHT, evaluator, "evaluate", _checking_run)

@@ -1,6 +1,7 @@
 """Making the harness's ``TaskManager`` see this package's task folder, and check its tasks early.
 
-``scan_task_dir()`` wraps two methods of ``lm_eval.tasks.TaskManager``:
+``scan_task_dir()`` wraps two methods of ``lm_eval.tasks.TaskManager`` (the patches
+``calib_tasks.patches.TASK_FOLDER`` and ``TASK_CHECK``):
 
 * ``__init__``: a task manager that indexes the harness's own tasks (``include_defaults=True``,
   the default) also scans ``calib_tasks.task_dir()``, after the harness's tasks and before a
@@ -10,8 +11,8 @@
   every task manager keeps ``include_path`` as the caller gave it.
 * ``match_tasks`` (what ``lm_eval validate`` and ``lm_eval run`` resolve ``--tasks`` with, before
   the model loads): the names it matches are also checked for this package's tasks whose config
-  cannot make a task (``check_package_tasks``), so that they fail there, not after the model
-  has loaded.
+  cannot make a task (``check_package_tasks``: the task class's own ``check_config``), so that
+  they fail there, not after the model has loaded.
 
 Both routes use it: the start-up activation for the plain ``lm_eval`` command
 (``calib_tasks.harness.activation``) and ``calib-eval``, which moreover skips the harness's own
@@ -31,9 +32,8 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from calib_tasks import package_tasks, task_dir
+from calib_tasks import package_tasks, patches, task_dir
 
-_MARK = "scans_calib_task_dir"
 _PACKAGE = "calib_tasks"
 # The task managers built through the wrapper, newest last (for ``harness_entry``).
 _task_managers: list[weakref.ref] = []
@@ -82,7 +82,6 @@ def _scanning_task_dir(init: Callable[..., None]) -> Callable[..., None]:
         _task_managers[:] = [ref for ref in _task_managers if ref() is not None]
         _task_managers.append(weakref.ref(manager))
 
-    setattr(wrapped, _MARK, True)
     return wrapped
 
 
@@ -93,34 +92,30 @@ def _checking_package_tasks(match_tasks: Callable[..., list[str]]) -> Callable[.
         check_package_tasks(self, names)
         return names
 
-    setattr(wrapped, _MARK, True)
     return wrapped
 
 
-def scan_task_dir(task_manager: type | None = None) -> None:
-    """Make every ``TaskManager`` (``task_manager``, default the harness's) built from now on
-    with ``include_defaults=True`` also scan ``task_dir()``, and its ``match_tasks`` check this
-    package's tasks among the names it matches (module docstring). Idempotent."""
-    if task_manager is None:
-        from lm_eval.tasks import TaskManager as task_manager
-    if not getattr(task_manager.__init__, _MARK, False):
-        task_manager.__init__ = _scanning_task_dir(task_manager.__init__)
-    if not getattr(task_manager.match_tasks, _MARK, False):
-        task_manager.match_tasks = _checking_package_tasks(task_manager.match_tasks)
+def scan_task_dir() -> None:
+    """Make every ``lm_eval.tasks.TaskManager`` built from now on with ``include_defaults=True``
+    also scan ``task_dir()`` (unless the harness discovers it itself), and its ``match_tasks``
+    check this package's tasks among the names it matches (module docstring). Idempotent."""
+    from lm_eval.tasks import TaskManager
+
+    patches.wrap(patches.TASK_FOLDER, TaskManager, "__init__", _scanning_task_dir)
+    patches.wrap(patches.TASK_CHECK, TaskManager, "match_tasks", _checking_package_tasks)
 
 
 def check_package_tasks(manager: Any, names: Iterable[str]) -> None:
     """Raise ``ValueError`` naming the task for the first of this package's tasks among
     ``names`` (names in ``manager``'s index; groups and tags are followed to their members)
-    whose config cannot make a task, as far as that is known without its data
-    (``CalibTask.check_config``: the task a wrapper wraps, the settings in its metadata with
-    ``manager``'s metadata, the harness's ``--metadata``, merged over it as the harness does)."""
+    whose config cannot make a task, as far as that is known without its data: the task
+    class's own ``check_config`` (``calib_tasks.tasks.base.CalibTask.check_config``: the task a
+    wrapper wraps, the settings in its metadata with ``manager``'s metadata, the harness's
+    ``--metadata``, merged over it as the harness does)."""
     entries = _package_task_entries(manager.task_index, names)
     if not entries:
         return
     from lm_eval.tasks._yaml_loader import load_yaml
-
-    from calib_tasks.tasks.base import CalibTask
 
     for entry in entries:
         config = load_yaml(entry.yaml_path, resolve_func=True)
@@ -130,8 +125,9 @@ def check_package_tasks(manager: Any, names: Iterable[str]) -> None:
             **(manager.metadata or {}),
         }
         task_class = config.get("class")
-        if isinstance(task_class, type) and issubclass(task_class, CalibTask):
-            task_class.check_config(config)
+        check_config = getattr(task_class, "check_config", None)
+        if isinstance(task_class, type) and callable(check_config):
+            check_config(config)
 
 
 def _package_task_entries(index: Mapping[str, Any], names: Iterable[str]) -> list[Any]:

@@ -33,7 +33,8 @@ of every backend of ``BACKENDS``, one module and one :class:`BackendSpec` each:
 
 and a default on ``lm_eval.api.model.LM`` that raises :class:`UnsupportedBackendError`. The
 evaluator dispatches with ``getattr(lm, "token_stats")(requests)``; ``CachingLM`` (``--use_cache``)
-passes the method through uncached. Installation is idempotent and touches no existing method.
+passes the method through uncached. Installation is idempotent and touches no existing method
+(the patches ``TOKEN_STATS_DEFAULT`` and ``TOKEN_STATS`` of :mod:`calib_tasks.patches`).
 :func:`check_backend` raises, without sending a request, the error a backend's ``token_stats``
 would raise for its configuration.
 

@@ -2,18 +2,19 @@
 
 Every backend is one :class:`BackendSpec` in :data:`BACKENDS`; the supported-backends list of
 :func:`~calib_tasks.token_stats.spec.unsupported`, :func:`install` and :func:`check_backend`
-read nothing else.
+read nothing else. The methods are installed as the patches ``TOKEN_STATS_DEFAULT`` (on ``LM``)
+and ``TOKEN_STATS`` (on each backend's class) of :mod:`calib_tasks.patches`.
 """
 
 import importlib
 import logging
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, CachingLM
 
+from calib_tasks import patches
 from calib_tasks.token_stats.completions import COMPLETIONS
 from calib_tasks.token_stats.hf import HF
 from calib_tasks.token_stats.spec import BackendSpec, unsupported
@@ -25,24 +26,6 @@ eval_logger = logging.getLogger(__name__)
 BACKENDS: tuple[BackendSpec, ...] = (HF, VLLM, COMPLETIONS)
 # harness model name -> backend class that implements the request
 SUPPORTED_BACKENDS: dict[str, str] = {spec.name: spec.class_path for spec in BACKENDS}
-
-# Marks the functions installed here with their configuration check, so that check_backend finds
-# it and a second installation (or a copy of the package under another name) leaves them be.
-_MARK = "_calib_token_stats"
-
-
-def _install_on(
-    cls: type, function: Callable[..., list[TokenStats]], check: Callable[[Any], None]
-) -> None:
-    existing = cls.__dict__.get(REQUEST_TYPE)
-    if existing is None:
-        setattr(function, _MARK, check)
-        setattr(cls, REQUEST_TYPE, function)
-    elif getattr(existing, _MARK, None) is None:
-        raise RuntimeError(
-            f"{cls.__module__}.{cls.__qualname__} already has a {REQUEST_TYPE!r} attribute that "
-            "calib_tasks did not install; refusing to replace it"
-        )
 
 
 def _install_backend(spec: BackendSpec) -> None:
@@ -56,7 +39,8 @@ def _install_backend(spec: BackendSpec) -> None:
         except ImportError as error:  # e.g. the harness's api extra is missing
             eval_logger.debug("%s not available for %s: %s", spec.name, REQUEST_TYPE, error)
     if module is not None:
-        _install_on(getattr(module, class_name), spec.token_stats, spec.check)
+        owner = getattr(module, class_name)
+        patches.add(patches.TOKEN_STATS, owner, REQUEST_TYPE, spec.token_stats)
 
 
 def _install_lazy() -> None:
@@ -64,11 +48,6 @@ def _install_lazy() -> None:
     for spec in BACKENDS:
         if spec.lazy:
             _install_backend(spec)
-
-
-def _refuse_backend(lm: Any) -> None:
-    """The check of a backend without a ``token_stats`` of its own: always refused."""
-    raise unsupported(lm)
 
 
 def _lm_token_stats(
@@ -98,12 +77,11 @@ def check_backend(lm: object) -> None:
         lm = lm.lm
     _install_lazy()
     method = getattr(type(lm), REQUEST_TYPE, None)
-    if method is None:
-        _refuse_backend(lm)
-    else:
-        check = getattr(method, _MARK, None)
-        if check is not None:
-            check(lm)
+    if method is None or method is _lm_token_stats:
+        raise unsupported(lm)
+    for spec in BACKENDS:
+        if method is spec.token_stats:
+            spec.check(lm)
 
 
 def install() -> None:
@@ -112,6 +90,6 @@ def install() -> None:
 
     Raises RuntimeError for a class whose ``token_stats`` this package did not install.
     """
-    _install_on(LM, _lm_token_stats, _refuse_backend)
+    patches.add(patches.TOKEN_STATS_DEFAULT, LM, REQUEST_TYPE, _lm_token_stats)
     for spec in BACKENDS:
         _install_backend(spec)
