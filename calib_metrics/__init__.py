@@ -6,6 +6,15 @@ multiclass ``probs`` (n x k, rows summing to 1) and ``labels`` (gold indices); s
 (``n_bins``, ``strategy``, ...) by keyword only; every default is one of the ``DEFAULT_*``
 constants.
 
+The front door holds what a user starts from: the metrics of top-label and multiclass
+predictions, reliability bins, bootstrap intervals and confidence histograms. The rest is
+imported from its module: ``calib_metrics.classwise`` (class-wise ECE, static calibration
+error), ``calib_metrics.helm`` (HELM's metrics), ``calib_metrics.recalibration`` (temperature,
+Platt, isotonic, histogram binning, cross-fitting), ``calib_metrics.histogram`` (more on
+histograms: ``reliability_bins_from_histogram``, ``canonical_order``),
+``calib_metrics.degenerate`` (scores that carry no information) and ``calib_metrics.bootstrap``
+(``index_bootstrap_ci``: the bootstrap of any statistic of item indices).
+
 >>> import calib_metrics as cm
 >>> cm.ece([0.75, 0.75, 0.25, 0.25], [1, 0, 0, 0], n_bins=10)
 0.25
@@ -20,7 +29,6 @@ from calib_metrics.calibration_errors import (
     mce,
     rms_calibration_error,
 )
-from calib_metrics.classwise import classwise_ece, static_calibration_error
 from calib_metrics.defaults import (
     DEFAULT_LEVEL,
     DEFAULT_N_BINS,
@@ -29,22 +37,8 @@ from calib_metrics.defaults import (
     DEFAULT_SEED,
     DEFAULT_STRATEGY,
 )
-from calib_metrics.degenerate import histogram_uninformative_reason, uninformative_reason
-from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
-from calib_metrics.histogram import (
-    ConfidenceHistogram,
-    canonical_order,
-    histogram_metrics,
-    reliability_bins_from_histogram,
-)
+from calib_metrics.histogram import ConfidenceHistogram, histogram_metrics
 from calib_metrics.ranking import accuracy_at_coverage, aurc, auroc
-from calib_metrics.recalibration import (
-    HistogramBinning,
-    IsotonicCalibration,
-    PlattScaling,
-    TemperatureScaling,
-    cross_fit,
-)
 from calib_metrics.scores import brier_multiclass, brier_top_label, nll
 from calib_metrics.smooth_ece import smooth_ece
 from calib_metrics.validation import as_multiclass, top_label_from_probs
@@ -64,7 +58,6 @@ __all__ = [
     "debiased_l2_calibration_error",
     "ece_one_bin",
     "smooth_ece",
-    "helm_ece_equal_mass",
     # reliability diagrams
     "ReliabilityBins",
     "reliability_bins",
@@ -75,27 +68,12 @@ __all__ = [
     "auroc",
     "aurc",
     "accuracy_at_coverage",
-    "helm_selective_accuracy",
-    # multiclass calibration errors
-    "classwise_ece",
-    "static_calibration_error",
-    # histograms (token-level tasks)
-    "ConfidenceHistogram",
-    "histogram_metrics",
-    "reliability_bins_from_histogram",
-    "canonical_order",
     # intervals
     "ConfidenceInterval",
     "bootstrap_ci",
-    # scores that carry no information
-    "uninformative_reason",
-    "histogram_uninformative_reason",
-    # recalibration
-    "TemperatureScaling",
-    "PlattScaling",
-    "HistogramBinning",
-    "IsotonicCalibration",
-    "cross_fit",
+    # histograms (token-level predictions)
+    "ConfidenceHistogram",
+    "histogram_metrics",
     # inputs
     "as_multiclass",
     "top_label_from_probs",

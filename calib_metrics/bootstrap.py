@@ -1,4 +1,5 @@
-"""Bootstrap confidence intervals of top-label metrics: one entry point, ``bootstrap_ci``.
+"""Bootstrap confidence intervals of top-label metrics: one entry point, ``bootstrap_ci``, and
+under it ``index_bootstrap_ci``, the bootstrap of any statistic of item indices.
 
 Percentile intervals: the ``(1 - level)/2`` and ``(1 + level)/2`` quantiles (numpy's default
 linear interpolation) of the metric over ``n_resamples`` resamples, widened where needed to
@@ -123,10 +124,10 @@ def bootstrap_ci(
       counts and numbers correct are exact and a resample's ECE, MCE, mean confidence and one-bin
       ECE differ from the index resample's by less than ``1/resolution``. Histograms need
       ``n_bins`` to divide their resolution.
-    * for a callable, or a name with equal-mass bins (arrays only), by exact resampling: the
-      metric is called once per resample, on ``n`` item indices drawn uniformly with replacement
-      or, with ``groups``, on all the items of as many groups as there are, drawn uniformly with
-      replacement (with one item per group and ids ``0..n-1`` both draw the same indices);
+    * for a callable, or a name with equal-mass bins (arrays only), by exact resampling
+      (``index_bootstrap_ci`` of the metric of the items drawn): the metric is called once per
+      resample, on ``n`` item indices drawn uniformly with replacement or, with ``groups``, on
+      all the items of as many groups as there are, drawn uniformly with replacement;
       ``ValueError`` if it returns NaN or inf on a resample.
 
     The estimate is the metric of all the data: the array metric itself (bitwise), or the
@@ -156,22 +157,66 @@ def bootstrap_ci(
     confidence, correct = as_top_label(confidence, correct)
     n_resamples = check_positive_int("n_resamples", n_resamples)
     level = check_level(level)
-    codes = None if groups is None else _group_codes(groups, confidence.size)
     if isinstance(metric, str) and check_strategy(strategy) == "equal_width":
         n_bins = check_positive_int("n_bins", n_bins)
+        codes = None if groups is None else _group_codes(groups, confidence.size)
         estimate = _array_metric(metric, n_bins, strategy)(confidence, correct)
         rng = np.random.Generator(np.random.PCG64(seed))
         resampled = _binned_resamples(confidence, correct, codes, n_bins, n_resamples, rng)
         return _interval(estimate, metrics_from_statistics(resampled)[metric], level)
-    return _resampled_interval(
-        _array_metric(metric, n_bins, strategy),
-        confidence,
-        correct,
-        codes,
-        n_resamples,
-        level,
-        seed,
+    array_metric = _array_metric(metric, n_bins, strategy)
+    return index_bootstrap_ci(
+        lambda index: array_metric(confidence[index], correct[index]),
+        confidence.size,
+        groups=groups,
+        n_resamples=n_resamples,
+        level=level,
+        seed=seed,
     )
+
+
+def index_bootstrap_ci(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    groups: ArrayLike | None = None,
+    n_resamples: int = DEFAULT_N_RESAMPLES,
+    level: float = DEFAULT_LEVEL,
+    seed: int = DEFAULT_SEED,
+) -> ConfidenceInterval:
+    """Bootstrap interval of ``statistic(index)``, a statistic of the caller's computed on the
+    items at the positions ``index`` of ``n`` items (any data of the caller's: option
+    probabilities, scores to refit a recalibration map on, ...).
+
+    The estimate is ``statistic(np.arange(n))``. Each of ``n_resamples`` resamples calls it once
+    on ``n`` positions drawn uniformly with replacement or, with ``groups`` (one sortable id per
+    item), on all the positions of as many groups as there are, drawn uniformly with replacement
+    (with one item per group and ids ``0..n-1`` both draw the same positions); the draws come
+    from ``numpy.random.Generator(PCG64(seed))`` only. ``ValueError`` if the statistic (the
+    caller's metric) returns NaN or inf on a resample. ``bootstrap_ci`` of a callable metric is
+    this bootstrap of ``metric(confidence[index], correct[index])``.
+
+    >>> values = np.array([3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0])
+    >>> ci = index_bootstrap_ci(lambda index: float(values[index].mean()), 8, n_resamples=200)
+    >>> ci.estimate, round(ci.low, 3), round(ci.high, 3), ci.n_resamples
+    (3.875, 2.122, 5.628, 200)
+    >>> pairs = [0, 0, 1, 1, 2, 2, 3, 3]
+    >>> ci = index_bootstrap_ci(lambda index: float(values[index].mean()), 8, groups=pairs)
+    >>> ci.estimate, ci.low <= ci.estimate <= ci.high
+    (3.875, True)
+    """
+    n = check_positive_int("n", n)
+    n_resamples = check_positive_int("n_resamples", n_resamples)
+    level = check_level(level)
+    members = None if groups is None else _members(_group_codes(groups, n))
+    rng = np.random.Generator(np.random.PCG64(seed))
+    values = np.empty(n_resamples)
+    for r in range(n_resamples):
+        index = rng.integers(0, n, size=n) if members is None else _draw_groups(rng, *members)
+        values[r] = statistic(index)
+    if not np.isfinite(values).all():
+        raise ValueError("the metric returned NaN or inf on a bootstrap resample")
+    return _interval(float(statistic(np.arange(n))), values, level)
 
 
 def _array_metric(metric: str | Metric, n_bins: int, strategy: str) -> Metric:
@@ -185,30 +230,6 @@ def _array_metric(metric: str | Metric, n_bins: int, strategy: str) -> Metric:
     if metric in _BINNED:
         return functools.partial(_NAMED[metric], n_bins=n_bins, strategy=strategy)
     return _NAMED[metric]
-
-
-def _resampled_interval(
-    metric: Metric,
-    confidence: np.ndarray,
-    correct: np.ndarray,
-    codes: np.ndarray | None,
-    n_resamples: int,
-    level: float,
-    seed: int,
-) -> ConfidenceInterval:
-    """Exact resampling: the metric called on every resample's items (then on all of them)."""
-    members = None if codes is None else _members(codes)
-    rng = np.random.Generator(np.random.PCG64(seed))
-    values = np.empty(n_resamples)
-    for r in range(n_resamples):
-        if members is None:
-            index = rng.integers(0, confidence.size, size=confidence.size)
-        else:
-            index = _draw_groups(rng, *members)
-        values[r] = metric(confidence[index], correct[index])
-    if not np.isfinite(values).all():
-        raise ValueError("the metric returned NaN or inf on a bootstrap resample")
-    return _interval(float(metric(confidence, correct)), values, level)
 
 
 def _binned_resamples(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import calib_metrics as cm
+from calib_metrics.bootstrap import index_bootstrap_ci
 
 # the array version of each named metric of bootstrap_ci, as a metric(confidence, correct)
 ARRAY_METRICS = {
@@ -192,6 +193,61 @@ def test_groups_are_resampled_whole():
         counts = np.bincount(drawn, minlength=5) / np.array(sizes)
         assert np.all(counts == np.round(counts))  # whole groups only
         assert counts.sum() == 5  # as many groups as there are
+
+
+def test_the_bootstrap_of_a_metric_is_the_index_bootstrap_of_its_items():
+    """bootstrap_ci of a callable is index_bootstrap_ci of the metric of the items drawn: the
+    same draws, the same interval, with and without groups."""
+    confidence, correct = sample(10, 200)
+    for groups in (None, np.arange(200) // 7):
+        by_metric = cm.bootstrap_ci(
+            confidence, correct, metric=cm.ece, groups=groups, n_resamples=100, seed=3
+        )
+        by_index = index_bootstrap_ci(
+            lambda i: cm.ece(confidence[i], correct[i]), 200, groups=groups, n_resamples=100, seed=3
+        )
+        assert by_metric == by_index
+
+
+def test_the_index_bootstrap_draws_uniform_positions_then_takes_the_estimate():
+    """Resampling reproduced by hand (documented draw): n positions per resample from
+    ``Generator(PCG64(seed))``, then the statistic of every position in order."""
+    values = np.random.default_rng(11).random(50)
+    calls: list[np.ndarray] = []
+
+    def mean(index: np.ndarray) -> float:
+        calls.append(index.copy())
+        return float(values[index].mean())
+
+    ci = index_bootstrap_ci(mean, 50, n_resamples=20, seed=5)
+    rng = np.random.Generator(np.random.PCG64(5))
+    assert len(calls) == 21
+    for drawn in calls[:20]:
+        assert np.array_equal(drawn, rng.integers(0, 50, size=50))
+    assert np.array_equal(calls[20], np.arange(50)) and ci.estimate == float(values.mean())
+    resampled = [float(values[drawn].mean()) for drawn in calls[:20]]
+    low, high = np.quantile(resampled, [0.025, 0.975])
+    assert (ci.low, ci.high) == (min(low, ci.estimate), max(high, ci.estimate))
+    assert (ci.level, ci.n_resamples) == (cm.DEFAULT_LEVEL, 20)
+
+
+@pytest.mark.parametrize(
+    ("n", "keywords", "message"),
+    [
+        (0, {}, "n must be a positive integer"),
+        (5, {"n_resamples": 0}, "n_resamples must be a positive integer"),
+        (5, {"level": 1.0}, r"level must lie in \(0, 1\)"),
+        (5, {"groups": [0, 1]}, r"groups must have shape \(5,\)"),
+    ],
+)
+def test_the_index_bootstrap_refuses_bad_arguments(n, keywords, message):
+    with pytest.raises(ValueError, match=message):
+        index_bootstrap_ci(lambda i: float(i.size), n, **keywords)
+
+
+def test_the_index_bootstrap_refuses_a_statistic_that_is_not_finite():
+    with pytest.raises(ValueError, match="the metric returned NaN or inf on a bootstrap resample"):
+        index_bootstrap_ci(lambda i: float("nan"), 5)
 
 
 @pytest.mark.parametrize(

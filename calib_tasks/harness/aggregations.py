@@ -21,7 +21,7 @@ from collections.abc import Callable
 import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_aggregation)
 from lm_eval.api.registry import register_aggregation
 
-from calib_tasks.scoring.metric_table import METRICS, CalibMetric
+from calib_tasks.scoring.metric_table import DEFAULT_OPTIONS, METRICS, CalibMetric
 from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL, Records, pooled
 
 Aggregation = Callable[..., float]
@@ -44,7 +44,7 @@ def aggregation_of(metric: CalibMetric) -> Aggregation:
                 f"{metric.key} is not computable from {_KIND_TEXT[pool.kind]}; it applies to "
                 f"{', '.join(_KIND_TEXT[kind] for kind in metric.compute)}"
             )
-        value = float(compute(pool))
+        value = float(compute(pool, DEFAULT_OPTIONS))
         if not math.isfinite(value):
             raise ValueError(f"aggregation {metric.aggregation} produced {value}; refusing it")
         return value

@@ -122,7 +122,8 @@ class ReliabilityData:
         cls, bins: cm.ReliabilityBins, *, observed: tuple[float, float] | None = None
     ) -> ReliabilityData:
         """The numbers of bins already computed (``cm.reliability_bins`` or
-        ``cm.reliability_bins_from_histogram``); the ECE from the bins' sums."""
+        ``calib_metrics.histogram.reliability_bins_from_histogram``); the ECE from the bins'
+        sums."""
         count = np.asarray(bins.count)
         accuracy = np.asarray(bins.accuracy, dtype=float)
         mean_confidence = np.asarray(bins.mean_confidence, dtype=float)

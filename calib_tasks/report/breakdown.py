@@ -1,16 +1,16 @@
-"""Breakdowns of top-label records by a field they carry: MMLU per category and per subject,
-T-REx per relation. Each group's numbers are computed on that group's records alone."""
+"""Breakdowns of an entry's one-prediction records by a field they carry: MMLU per category and
+per subject, T-REx per relation. Each group's numbers are computed on that group's records alone,
+its ECE by the metric table's row with the report's options."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-import calib_metrics as cm
+from calib_tasks.report.entries import ReportOptions
+from calib_tasks.scoring.metric_table import metric_named
+from calib_tasks.scoring.records import Pool
 
 # Fields to break down by, in the order their tables appear.
 BREAKDOWN_FIELDS = ("category", "subject", "relation")
@@ -27,30 +27,25 @@ class BreakdownRow:
     ece: float
 
 
-def breakdown_fields(records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The fields of ``BREAKDOWN_FIELDS`` that every record carries."""
-    return [f for f in BREAKDOWN_FIELDS if records and all(f in r for r in records)]
+def breakdown_fields(pool: Pool) -> list[str]:
+    """The fields of ``BREAKDOWN_FIELDS`` that every record of ``pool`` carries."""
+    return [f for f in BREAKDOWN_FIELDS if pool.field_values(f) is not None]
 
 
-def breakdown(
-    records: Sequence[Mapping[str, Any]], field: str, *, n_bins: int, strategy: str
-) -> list[BreakdownRow]:
-    """One row per value of ``field`` (sorted by value), ECE with the report's binning."""
-    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for record in records:
-        groups[str(record[field])].append(record)
+def breakdown(pool: Pool, field: str, options: ReportOptions) -> list[BreakdownRow]:
+    """One row per value of ``field`` (which every record carries; sorted by value), the ECE
+    with ``options``."""
+    values = np.array([str(value) for value in pool.field_values(field) or []])
     rows = []
-    for group in sorted(groups):
-        members = groups[group]
-        confidence = np.fromiter((r["confidence"] for r in members), float, len(members))
-        correct = np.fromiter((r["correct"] for r in members), float, len(members))
+    for group in sorted(set(values.tolist())):
+        members = pool.select(values == group)
         rows.append(
             BreakdownRow(
                 group=group,
-                n=len(members),
-                acc=float(correct.mean()),
-                mean_confidence=float(confidence.mean()),
-                ece=float(cm.ece(confidence, correct, n_bins=n_bins, strategy=strategy)),
+                n=members.n,
+                acc=float(members.correct.mean()),
+                mean_confidence=float(members.confidence.mean()),
+                ece=float(metric_named("ece").compute[members.kind](members, options)),
             )
         )
     return rows

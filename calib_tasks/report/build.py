@@ -41,7 +41,7 @@ from calib_tasks.report.summary import (
     slug,
     summary_blocks,
 )
-from calib_tasks.scoring.records import record_kind
+from calib_tasks.scoring.metric_table import EQUAL_MASS
 
 FIGURES = "figures"
 BREAKDOWNS = "breakdowns"
@@ -72,22 +72,29 @@ class ReportResult:
         return [e for e in self.entries if e.run.files.folder.is_relative_to(folder)]
 
 
-def _recalibrated_diagram(entry: Entry, recalibrated: Recalibration | None, stem: Path) -> bool:
+def _recalibrated_diagram(
+    entry: Entry, recalibrated: Recalibration | None, stem: Path, options: ReportOptions
+) -> bool:
     """Draw the entry's reliability diagram after the recalibrator ``DRAWN`` for its kind of
-    records (cross-fitted; the tasks' default binning), when it was fitted."""
-    if recalibrated is None or not entry.records:
+    records (cross-fitted; the report's binning), when it was fitted."""
+    if recalibrated is None or entry.predictions is None:
         return False
-    name = DRAWN.get(record_kind(entry.records[0]))
+    name = DRAWN.get(entry.predictions.kind)
     row = next((r for r in recalibrated.rows[1:] if r.recalibrator.name == name), None)
     if row is None:
         return False
     ece = ece_with_interval(row.ece.estimate, row.ece.low, row.ece.high)
     write_reliability_diagram(
         stem,
-        cm.reliability_bins(row.confidence, row.correct),
+        cm.reliability_bins(
+            row.confidence, row.correct, n_bins=options.n_bins, strategy=options.binning
+        ),
         title=f"{entry.task}: {entry.label}, after cross-fitted {name} scaling",
         stats=f"n = {row.correct.size}, ECE = {ece} ({LEVEL} CI)",
-        binning=binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY),
+        binning=binning_text(options.n_bins, options.binning),
+        observed=(float(row.confidence.min()), float(row.confidence.max()))
+        if options.binning == EQUAL_MASS
+        else None,
     )
     return True
 
@@ -113,20 +120,18 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
             observed=numbers.observed,
         )
     tables = {}
-    if entry.records:
-        tables = {
-            field: breakdown(entry.records, field, n_bins=options.n_bins, strategy=options.binning)
-            for field in breakdown_fields(entry.records)
-        }
-    recalibrated = recalibration(entry)
+    if entry.predictions is not None:
+        pool = entry.predictions
+        tables = {field: breakdown(pool, field, options) for field in breakdown_fields(pool)}
+    recalibrated = recalibration(entry, options)
     after = f"{FIGURES}/reliability_recalibrated__{name}"
-    if not _recalibrated_diagram(entry, recalibrated, out_dir / after):
+    if not _recalibrated_diagram(entry, recalibrated, out_dir / after, options):
         after = None
     files = EntryFiles(
         diagram,
         f"{BREAKDOWNS}/{name}.md" if tables else None,
         tables,
-        rule_rows(entry),
+        rule_rows(entry, options),
         recalibrated,
         after,
     )

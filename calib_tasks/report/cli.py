@@ -11,7 +11,7 @@ from pathlib import Path
 import calib_metrics as cm
 from calib_tasks.command_line.conventions import EXIT_BAD_INPUT, EXIT_OK, positive_int
 from calib_tasks.report.entries import ReportOptions
-from calib_tasks.report.numbers import EQUAL_MASS, EQUAL_WIDTH
+from calib_tasks.scoring.metric_table import EQUAL_MASS, EQUAL_WIDTH
 
 #: The most bins ``--bins`` takes: the cells of calib_metrics' confidence histograms (bins of
 #: width 0.001), through which token records and the ECE's bootstrap bin confidences; finer

@@ -3,7 +3,9 @@
 An entry is one calib task in one run, under one filter (the harness writes every document once
 per filter; a task of several filters gets one entry per filter, named ``<task>, filter <f>``):
 numbers recomputed from its samples file when it has usable records, else the numbers of its
-results file. Groups, non-calib tasks and tasks with neither usable samples nor calib numbers
+results file. A multiple-choice task of a run made without this package gets one entry per
+confidence rule of ``logged_choices.LOGGED_RULES``, named ``<task> [<rule>]`` and carrying its
+``Rule``. Groups, non-calib tasks and tasks with neither usable samples nor calib numbers
 are skipped with a note. Two things make numbers from the samples untrustworthy, and both are
 marked on the entry and noted: fewer (or more) usable samples than the results file counts
 (``n-samples`` -> task -> ``effective``), and scores that carry no information.
@@ -11,39 +13,30 @@ marked on the entry and noted: fewer (or more) usable samples than the results f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import calib_metrics as cm
-from calib_tasks.report.logged_choices import RULES, read_choice_records
+from calib_tasks.report.logged_choices import read_choice_records
 from calib_tasks.report.notes import Notes
-from calib_tasks.report.numbers import (
-    EQUAL_MASS,
-    TaskNumbers,
-    histogram_numbers,
+from calib_tasks.report.numbers import TaskNumbers, pool_numbers, results_numbers
+from calib_tasks.report.runs import (
+    Run,
     is_calib_result,
     is_predict_only_result,
     result_filters,
-    results_numbers,
-    top_label_numbers,
 )
-from calib_tasks.report.runs import Run
 from calib_tasks.report.samples import FilterSamples, TaskSamples, read_samples
-from calib_tasks.scoring.records import PREDICT_ONLY_KEY
+from calib_tasks.scoring.confidence_rules import SUM, Rule
+from calib_tasks.scoring.metric_table import EQUAL_MASS, EQUAL_WIDTH, MetricOptions
+from calib_tasks.scoring.records import HISTOGRAM, ONE_PREDICTION, PREDICT_ONLY_KEY, Pool
 
 MAX_LISTED_PROBLEMS = 5
 NO_INFORMATION = "the backend's scores carry no information"
 
-
-@dataclass(frozen=True)
-class ReportOptions:
-    """How numbers are recomputed: binning strategy, number of bins, bootstrap seed (by default
-    calib_metrics' own, those of the tasks' results files)."""
-
-    binning: str = cm.DEFAULT_STRATEGY
-    n_bins: int = cm.DEFAULT_N_BINS
-    seed: int = cm.DEFAULT_SEED
+#: How calib-report recomputes every number: the metric table's options (binning strategy,
+#: number of bins, bootstrap seed; by default calib_metrics' own, those of the tasks' results
+#: files).
+ReportOptions = MetricOptions
 
 
 def count_marker(found: int, expected: int) -> str | None:
@@ -58,17 +51,30 @@ def count_marker(found: int, expected: int) -> str | None:
 
 @dataclass(frozen=True)
 class Entry:
-    """One calib task of one run; ``records`` are its top-label records (None otherwise);
-    ``expected_documents`` is what the results file counts (None when it says nothing)."""
+    """One calib task of one run, named ``task``: its numbers, the pool of its records (None
+    for numbers from the results file), where they come from, and what the results file counts
+    (``expected_documents``, None when it says nothing). ``rule`` is the confidence rule of an
+    entry of a logged multiple-choice run (None for a calib task's records, which carry their
+    rules). ``harness_task`` is the harness task whose records the entry holds, all of them
+    (None for one filter of a task of several, and for a pooled group): what a group pools."""
 
     position: int
     run: Run
     label: str
     task: str
     numbers: TaskNumbers
-    records: list[dict[str, Any]] | None
+    pool: Pool | None
     origin: str
     expected_documents: int | None = None
+    rule: Rule | None = None
+    harness_task: str | None = None
+
+    @property
+    def predictions(self) -> Pool | None:
+        """The pool of the entry's records when each is one prediction (top-label or
+        multiclass): what the breakdowns, the rule and recalibration tables and a group's pooling
+        read; None for token histograms and for numbers from the results file."""
+        return self.pool if self.pool is not None and self.pool.kind in ONE_PREDICTION else None
 
     @property
     def incomplete(self) -> str | None:
@@ -110,19 +116,19 @@ def _note_problems(samples: TaskSamples, notes: Notes, where: str) -> None:
 
 
 def _from_samples(
-    samples: TaskSamples, of_filter: FilterSamples, options: ReportOptions, notes: Notes, where: str
+    samples: TaskSamples, pool: Pool, options: ReportOptions, notes: Notes, where: str
 ) -> TaskNumbers | None:
-    try:
-        if samples.kind == "histogram":
-            if options.binning == EQUAL_MASS:
-                notes.add(
-                    f"{where}: equal-mass binning is not available for token histogram records; "
-                    "equal-width bins used"
-                )
-            return histogram_numbers(of_filter.histograms, n_bins=options.n_bins, seed=options.seed)
-        return top_label_numbers(
-            of_filter.records, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
+    """The numbers of ``pool`` (of records of ``samples``) with ``options``, equal-width bins
+    for token histograms (noted when others were asked for); None, noted, when they cannot be
+    computed."""
+    if pool.kind == HISTOGRAM and options.binning == EQUAL_MASS:
+        notes.add(
+            f"{where}: equal-mass binning is not available for token histogram records; "
+            "equal-width bins used"
         )
+        options = replace(options, binning=EQUAL_WIDTH)
+    try:
+        return pool_numbers(pool, options)
     except ValueError as error:
         notes.add(f"{where}: cannot recompute the numbers from {samples.path} ({error})")
         return None
@@ -140,16 +146,19 @@ def _entry_name(task: str, filter_key: str, several: bool) -> str:
     return f"{task}, filter {filter_key}" if several else task
 
 
-def _note_brier_kind(
-    records: list[dict[str, Any]], numbers: TaskNumbers, notes: Notes, where: str
-) -> None:
+def logged_entry_name(task: str, rule: Rule) -> str:
+    """The name of the entry of ``task`` under ``rule`` (a logged run's): ``<task> [<rule>]``."""
+    return f"{task} [{rule.name}]"
+
+
+def _note_brier_kind(pool: Pool, numbers: TaskNumbers, notes: Notes, where: str) -> None:
     """Say why the Brier score is top-label when some records carry option probabilities."""
-    with_probs = sum("probs" in r for r in records)
+    with_probs = int(pool.holders(SUM.field).sum())
     if numbers.brier_kind != "top-label" or not with_probs:
         return
     why = (
-        f"only {with_probs} of {len(records)} records carry option probabilities ('probs')"
-        if with_probs < len(records)
+        f"only {with_probs} of {pool.n} records carry option probabilities ('probs')"
+        if with_probs < pool.n
         else "the records' 'probs' do not all have the same number of options"
     )
     notes.add(f"{where}: Brier is top-label, not multiclass: {why}")
@@ -185,21 +194,22 @@ def _samples_entry(
     """The entry of one filter's usable records (None, noted, when they cannot be computed)."""
     name = _entry_name(task, of_filter.key, several)
     where = f"{name} ({label})"
-    numbers = _from_samples(samples, of_filter, options, notes, where)
+    pool = Pool(of_filter.records, name)
+    numbers = _from_samples(samples, pool, options, notes, where)
     if numbers is None:
         return None
-    records = of_filter.records if samples.kind == "top-label" else None
-    if records is not None:
-        _note_brier_kind(records, numbers, notes, where)
+    if pool.kind in ONE_PREDICTION:
+        _note_brier_kind(pool, numbers, notes, where)
     entry = Entry(
         position,
         run,
         label,
         name,
         numbers,
-        records,
+        pool,
         _origin(of_filter, several),
         run.n_samples.get(task),
+        harness_task=None if several else task,
     )
     _note_alerts(entry, samples.path, notes, where)
     return entry
@@ -308,9 +318,9 @@ def _logged_choice_entries(
     options: ReportOptions,
     notes: Notes,
 ) -> list[Entry]:
-    """Entries ``<task> [sum]`` and ``<task> [norm]`` of a multiple-choice task of a run made
-    without this package, from the option log-likelihoods its samples logged
-    (``logged_choices``)."""
+    """Entries ``<task> [sum]`` and ``<task> [norm]`` (``logged_entry_name``) of a
+    multiple-choice task of a run made without this package, from the option log-likelihoods
+    its samples logged (``logged_choices``)."""
     where = f"{task} ({label})"
     logged = read_choice_records(path, run.configs.get(task, {}))
     _note_listed(logged.problems, "more lines left out", path, notes, where)
@@ -323,12 +333,21 @@ def _logged_choice_entries(
     for rule, records in logged.records.items():
         if not records:
             continue
-        name = f"{task} [{rule}]"
-        numbers = top_label_numbers(
-            records, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
+        name = logged_entry_name(task, rule)
+        pool = Pool(records, name)
+        origin = f"logged option log-likelihoods, {rule.name} rule ({pool.n} documents)"
+        entry = Entry(
+            position,
+            run,
+            label,
+            name,
+            pool_numbers(pool, options),
+            pool,
+            origin,
+            run.n_samples.get(task),
+            rule=rule,
+            harness_task=task,
         )
-        origin = f"logged option log-likelihoods, {RULES[rule]} ({len(records)} documents)"
-        entry = Entry(position, run, label, name, numbers, records, origin, run.n_samples.get(task))
         _note_alerts(entry, path, notes, f"{name} ({label})")
         entries.append(entry)
     if entries:

@@ -5,13 +5,14 @@ A ``--log_samples`` line of a ``multiple_choice`` task holds, per option, the re
 response (``filtered_resps[i]``: log-likelihood and is-greedy, written as strings), the gold
 ``target`` (as a string) and the harness's own verdicts ``acc`` and ``acc_norm``. So a run made
 without this package (any lm-eval 0.4.x run, a leaderboard's published details) can still be
-scored, under the two rules of the harness's own headlines:
+scored, under the two confidence rules of the harness's own headlines (``LOGGED_RULES``, from
+``calib_tasks.scoring.confidence_rules``):
 
 * ``sum``: softmax of the options' summed log-likelihoods, the rule of the harness's ``acc``;
 * ``norm``: softmax of the log-likelihoods divided by each option's length in characters (the
-  continuation without the task's ``target_delimiter``), the rule of ``acc_norm``. Not for a
-  task whose options sit in the context (``multiple_input``, e.g. winogrande): the lengths that
-  ``acc_norm`` divides by are not in the logged requests.
+  continuation without the task's ``target_delimiter``; at least 1), the rule of ``acc_norm``.
+  Not for a task whose options sit in the context (``multiple_input``, e.g. winogrande): the
+  lengths that ``acc_norm`` divides by are not in the logged requests.
 
 The gold option is resolved as the harness resolved it (``ConfigurableTask.doc_to_target``, or
 ``doc_to_text`` for a task whose options sit in the context, then ``process_results``): an
@@ -25,8 +26,9 @@ first option of highest log-likelihood is gold): exactly one must remain, else t
 problem line, never a guess. A line whose ``acc_norm`` the ``norm`` rule does not reproduce is
 a problem line of that rule only.
 
-Each rule's records are multiclass records (``calib_tasks.scoring.records``), of the lines of the
-file's
+Each rule's records are multiclass records (``calib_tasks.scoring.records``) of the line under
+that rule alone (its option scores in place of the log-likelihoods: ``probs`` are the rule's
+probabilities, and temperature scaling rescales the rule's scores), of the lines of the file's
 first filter (a task of several filters logs each document once per filter).
 """
 
@@ -45,10 +47,12 @@ import numpy as np
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from calib_tasks.scoring.confidence_rules import OptionScores
-from calib_tasks.scoring.records import choice_record
+from calib_tasks.scoring.confidence_rules import SUM, OptionScores, Rule, rule_named
+from calib_tasks.scoring.records import Record, choice_record, parse_record
 
-RULES = {"sum": "option log-likelihoods", "norm": "length-normalised log-likelihoods"}
+NORM = rule_named("norm")
+#: The rules a logged run is scored under: those of the harness's ``acc`` and ``acc_norm``.
+LOGGED_RULES: tuple[Rule, ...] = (SUM, NORM)
 #: The harness's default ``target_delimiter`` (``TaskConfig``).
 DEFAULT_DELIMITER = " "
 
@@ -66,10 +70,13 @@ _TEMPLATES.filters["regex_replace"] = _regex_replace
 
 @dataclass
 class ChoiceRecords:
-    """Per rule, the records of the usable lines; ``problems`` are ``"<file>:<line>: <what>"``;
-    ``multiple_input`` when the options sit in the context (then no ``norm`` records)."""
+    """Per rule of ``LOGGED_RULES``, the records of the usable lines; ``problems`` are
+    ``"<file>:<line>: <what>"``; ``multiple_input`` when the options sit in the context (then no
+    ``norm`` records)."""
 
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {r: [] for r in RULES})
+    records: dict[Rule, list[Record]] = field(
+        default_factory=lambda: {rule: [] for rule in LOGGED_RULES}
+    )
     problems: list[str] = field(default_factory=list)
     multiple_input: bool = False
 
@@ -82,6 +89,12 @@ class LoggedOptions:
     texts: list[str]
     loglikelihoods: list[float]
     multiple_input: bool
+
+    @property
+    def scores(self) -> OptionScores:
+        """The options' scores for the confidence rules: their log-likelihoods, and their
+        lengths in characters (at least 1)."""
+        return OptionScores(self.loglikelihoods, [max(len(text), 1) for text in self.texts])
 
 
 def _options(sample: Mapping[str, Any], delimiter: str) -> LoggedOptions:
@@ -252,32 +265,31 @@ def read_choice_records(path: Path, config: Mapping[str, Any] | None = None) -> 
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as error:
             out.problems.append(f"{path}:{number}: {error}")
             continue
-        lls = options.loglikelihoods
-        out.records["sum"].append(choice_record(OptionScores(lls), gold))
+        out.records[SUM].append(_rule_record(SUM, options, gold))
         if options.multiple_input:
             out.multiple_input = True
             continue
         problem = _norm_problem(sample, options, gold)
         if problem is None:
-            out.records["norm"].append(choice_record(OptionScores(_per_character(options)), gold))
+            out.records[NORM].append(_rule_record(NORM, options, gold))
         else:
             out.problems.append(f"{path}:{number}: {problem}; left out of the norm rule")
     if out.multiple_input:
-        out.records["norm"] = []
+        out.records[NORM] = []
     return out
 
 
-def _per_character(options: LoggedOptions) -> list[float]:
-    """The options' log-likelihoods per character of their texts (the norm rule's scores)."""
-    lengths = np.array([max(len(text), 1) for text in options.texts], dtype=float)
-    return (np.asarray(options.loglikelihoods) / lengths).tolist()
+def _rule_record(rule: Rule, options: LoggedOptions, gold: int) -> Record:
+    """The line's multiclass record under ``rule`` (a normalised rule) alone: the rule's option
+    scores in place of the log-likelihoods."""
+    return parse_record(choice_record(OptionScores(rule.scores(options.scores)), gold))
 
 
 def _norm_problem(sample: Mapping[str, Any], options: LoggedOptions, gold: int) -> str | None:
     """None when the norm rule's prediction reproduces the line's logged ``acc_norm`` (or none
     is logged), else what it gives and what the harness logged."""
     logged = _verdict(sample, "acc_norm")
-    pred = int(np.argmax(_per_character(options)))
+    pred = int(np.argmax(NORM.scores(options.scores)))
     if logged is None or (pred == gold) == logged:
         return None
     return (

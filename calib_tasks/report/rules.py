@@ -1,8 +1,7 @@
 """Per task: one table of confidence rules x metrics, and whether the runs' order flips.
 
 The numbers come from the metric table's per-rule rows (``calib_tasks.scoring.metric_table``),
-computed
-as the task computes them (its defaults), for every rule whose option probabilities the entry's
+computed with the report's options, for every rule whose option probabilities the entry's
 records hold, each on the records that hold them: a record whose part of a rule was unusable
 lost it when it was read (``samples.PARTS``), so it leaves out only itself, and only from that
 rule. With two or more runs of a task, the runs are ranked by ECE under each rule and by SCE;
@@ -16,15 +15,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 import calib_metrics as cm
-from calib_tasks.report.entries import Entry
+from calib_tasks.report.entries import Entry, ReportOptions
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring.confidence_rules import RULES, SUM, Rule
-from calib_tasks.scoring.records import MULTICLASS, PooledRecords
+from calib_tasks.scoring.records import MULTICLASS, Pool
 from calib_tasks.scoring.settings import TaskSettings
 
 #: The per-rule metrics shown, in column order (keys without the rule's suffix).
@@ -58,39 +56,41 @@ class RuleRow:
     same_as_sum: bool = False
 
 
-def _holding(records: list[dict[str, Any]], rule: Rule) -> list[dict[str, Any]]:
-    """The records that hold the option probabilities of the sum rule and of ``rule``."""
-    return [r for r in records if SUM.field in r and rule.field in r]
-
-
-def _same_as_sum(records: list[dict[str, Any]], rule: Rule) -> bool:
-    """Whether ``rule`` (not ``sum``) gives the sum rule's option probabilities in every one of
-    ``records``."""
-    return rule is not SUM and all(
-        np.allclose(r[rule.field], r[SUM.field], rtol=0.0, atol=SAME_TOLERANCE) for r in records
+def _same_as_sum(pool: Pool, rule: Rule) -> bool:
+    """Whether ``rule`` (not ``sum``) gives the sum rule's option probabilities in every record
+    of ``pool``."""
+    return rule is not SUM and np.allclose(
+        pool.part(rule.field), pool.probs, rtol=0.0, atol=SAME_TOLERANCE
     )
 
 
-def rule_rows(entry: Entry) -> list[RuleRow]:
-    """The entry's rows, one per rule some of its records hold, in ``RULES`` order (none for
-    records without options)."""
-    records = entry.records or []
+def rule_rows(entry: Entry, options: ReportOptions) -> list[RuleRow]:
+    """The entry's rows, one per rule some of its records hold, in ``RULES`` order, computed
+    with ``options`` (none for records without options)."""
+    if entry.predictions is None:
+        return []
     rows = []
     for rule in RULES:
-        holding = _holding(records, rule)
-        if not holding:
+        pool = entry.predictions.holding(SUM.field, rule.field)
+        if pool is None:
             continue
-        pool = PooledRecords(holding, entry.task)
         by_key = {m.key: m for m in metric_table.metrics_for(MULTICLASS, _settings(rule))}
         values = {}
         for column in COLUMNS:
             metric = by_key.get(rule.key(column))
-            values[column] = metric.compute[MULTICLASS](pool) if metric else math.nan
+            values[column] = metric.compute[MULTICLASS](pool, options) if metric else math.nan
         confidence, correct = pool.rule_top_label(rule)
-        interval = cm.bootstrap_ci(confidence, correct, metric="ece")
+        interval = cm.bootstrap_ci(
+            confidence,
+            correct,
+            metric="ece",
+            n_bins=options.n_bins,
+            strategy=options.binning,
+            seed=options.seed,
+        )
         acc = float(np.mean(correct))
-        same = _same_as_sum(holding, rule)
-        rows.append(RuleRow(entry, rule, acc, interval, values, len(holding), len(records), same))
+        same = _same_as_sum(pool, rule)
+        rows.append(RuleRow(entry, rule, acc, interval, values, pool.n, entry.predictions.n, same))
     return rows
 
 

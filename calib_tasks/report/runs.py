@@ -9,13 +9,14 @@ one date; the samples files of a run whose results file is missing or unreadable
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calib_tasks.report.labels import parse_model_args
 from calib_tasks.report.notes import Notes
+from calib_tasks.scoring.records import PREDICT_ONLY_KEY
 
 RESULTS_PREFIX = "results_"
 SAMPLES_PREFIX = "samples_"
@@ -64,6 +65,28 @@ class Run:
     def tasks(self) -> list[str]:
         """Every task (not group) with numbers or samples in this run, sorted by name."""
         return sorted((set(self.metrics) - self.groups) | set(self.files.samples_files))
+
+
+def _filters_of(metrics: Mapping[str, Any], name: str) -> list[str]:
+    prefix = f"{name},"
+    return [key[len(prefix) :] for key in metrics if key.startswith(prefix)]
+
+
+def result_filters(metrics: Mapping[str, Any]) -> list[str]:
+    """The filters under which a task's results entry reports an ECE, in the file's order
+    (empty for a task that is not a calib task, or ran with ``--predict_only``)."""
+    return _filters_of(metrics, "ece")
+
+
+def is_calib_result(metrics: Mapping[str, Any]) -> bool:
+    """Whether a task's results entry looks like a calib task's (it reports an ECE)."""
+    return bool(result_filters(metrics))
+
+
+def is_predict_only_result(metrics: Mapping[str, Any]) -> bool:
+    """Whether a task's results entry is that of a ``--predict_only`` run: ``bypass`` (999)
+    under some filter and no ECE; such a file holds no numbers, only its samples do."""
+    return bool(_filters_of(metrics, PREDICT_ONLY_KEY)) and not is_calib_result(metrics)
 
 
 def _samples_task_and_date(path: Path) -> tuple[str, str] | None:

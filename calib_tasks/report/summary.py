@@ -250,7 +250,7 @@ def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
     )
     words = [
         "How confidence is read off the model, each rule's numbers from the same records, with "
-        f"the tasks' own binning ({described}); n/a: the rule's probabilities do not sum to 1 "
+        f"the report's binning ({described}); n/a: the rule's probabilities do not sum to 1 "
         "over the options.",
         "A rule marked INCOMPLETE is computed only on the records that hold usable "
         "probabilities under it (the notes name the lines a task's samples file left out)."

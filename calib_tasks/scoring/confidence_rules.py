@@ -54,37 +54,35 @@ def _softmax(scores: Sequence[float]) -> list[float]:
     return (e / e.sum()).tolist()
 
 
-def _summed(scores: OptionScores) -> list[float]:
-    return _softmax(scores.loglikelihoods)
+def _summed(scores: OptionScores) -> Sequence[float]:
+    return scores.loglikelihoods
 
 
-def _per_character(scores: OptionScores) -> list[float]:
+def _per_character(scores: OptionScores) -> Sequence[float]:
     if len(scores.lengths) != len(scores.loglikelihoods):
         raise ValueError("the norm rule needs every option's length")
     lls = np.asarray(scores.loglikelihoods, dtype=np.float64)
-    return _softmax(lls / np.asarray(scores.lengths, dtype=np.float64))
+    return lls / np.asarray(scores.lengths, dtype=np.float64)
 
 
-def _smallest_token(scores: OptionScores) -> list[float]:
+def _smallest_token(scores: OptionScores) -> Sequence[float]:
     if scores.min_token_logprobs is None:
         raise ValueError("the min rule needs per-token scores (token_stats requests)")
-    return _softmax(scores.min_token_logprobs)
-
-
-def _raw(scores: OptionScores) -> list[float]:
-    return np.exp(np.asarray(scores.loglikelihoods, dtype=np.float64)).tolist()
+    return scores.min_token_logprobs
 
 
 @dataclass(frozen=True)
 class Rule:
     """A confidence rule: its name, the record field of its option probabilities, the suffix of
-    its metric keys, how it computes one document's option probabilities, whether they sum to 1
-    over the options, and whether it needs per-token scores (``token_stats`` requests)."""
+    its metric keys, each option's score (a log-probability) from the backend's answer, whether
+    the probabilities are the scores' softmax over the options (``normalised``, summing to 1)
+    or each score's own probability ``exp(score)``, and whether it needs per-token scores
+    (``token_stats`` requests)."""
 
     name: str
     field: str
     suffix: str
-    probabilities: Callable[[OptionScores], list[float]]
+    scores: Callable[[OptionScores], Sequence[float]]
     normalised: bool
     needs_token_stats: bool
     description: str
@@ -92,6 +90,13 @@ class Rule:
     def key(self, metric: str) -> str:
         """The results key of ``metric`` under this rule (``ece`` -> ``ece_norm``)."""
         return metric + self.suffix
+
+    def probabilities(self, scores: OptionScores) -> list[float]:
+        """One document's option probabilities under this rule."""
+        option_scores = self.scores(scores)
+        if self.normalised:
+            return _softmax(option_scores)
+        return np.exp(np.asarray(option_scores, dtype=np.float64)).tolist()
 
 
 SUM = Rule(
@@ -121,7 +126,7 @@ RULES: tuple[Rule, ...] = (
         "letter",
         "probs_letter",
         "_letter",
-        _raw,
+        _summed,
         False,
         False,
         "raw probability of the answer letter over the whole vocabulary (HELM's rule)",

@@ -1,18 +1,22 @@
 """The calibration metrics a calib task reports: one row per metric, the single source of truth.
 
 A row names the key the metric has in results and samples, whether higher is better, and how it
-is computed from a task's pooled records for each kind of record it applies to
-(``calib_tasks.scoring.records``). From the table come the aggregations registered in the harness
-(``calib_<key>``), each task's ``metric_list`` and the keys its ``process_results`` returns
-(every row that applies to the task's record kind), and README's metric list. Adding a metric is
-adding a row.
+is computed from a pool of records (``calib_tasks.scoring.records.Pool``) for each kind of record
+it applies to, with the binning and bootstrap seed of ``MetricOptions``. From the table come the
+aggregations registered in the harness (``calib_<key>``, computed with ``DEFAULT_OPTIONS``),
+each task's ``metric_list`` and the keys its ``process_results`` returns (every row that applies
+to the task's record kind), calib-report's numbers (computed with the report's options) and
+README's metric list. Adding a metric is adding a row.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 import calib_metrics as cm
 from calib_metrics.classwise import classwise_ece, static_calibration_error
@@ -23,23 +27,46 @@ from calib_tasks.scoring.records import (
     HISTOGRAM,
     MULTICLASS,
     TOP_LABEL,
-    PooledRecords,
+    Pool,
     RecordKind,
     share_record,
 )
 from calib_tasks.scoring.settings import DEFAULT_SETTINGS, TaskSettings
 
-Compute = Callable[[PooledRecords], float]
-
 #: Prefix of this package's names in the harness's process-wide aggregation registry, where a
 #: plain name (``ece``) could already be taken by the harness or another plugin.
 AGGREGATION_PREFIX = "calib_"
+EQUAL_WIDTH = "equal_width"
+EQUAL_MASS = "equal_mass"
+eval_logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
+class MetricOptions:
+    """How the binned metrics bin (``binning``: ``equal_width`` or ``equal_mass``, ``n_bins``)
+    and the bootstrap draws (``seed``); by default calib_metrics' own, with which every task
+    computes its results. A metric defined with fixed bins keeps them (HELM's 10 equal-mass
+    bins), the static calibration error is equal-width by definition (it takes ``n_bins``
+    only), and token histograms have equal-width bins only."""
+
+    binning: str = cm.DEFAULT_STRATEGY
+    n_bins: int = cm.DEFAULT_N_BINS
+    seed: int = cm.DEFAULT_SEED
+
+
+#: The options of the aggregations: calib_metrics' defaults.
+DEFAULT_OPTIONS = MetricOptions()
+
+Compute = Callable[[Pool, MetricOptions], float]
+#: A metric of two arrays (confidence and correctness, or option probabilities and labels).
+ArrayMetric = Callable[[np.ndarray, np.ndarray, MetricOptions], float]
+
+
+@dataclass(frozen=True, kw_only=True)
 class CalibMetric:
     """One calibration metric: ``key`` in results and samples, and per record kind the function
-    of a task's ``PooledRecords`` that computes it (kinds without an entry do not report it)."""
+    of a pool of records and the options that computes it (kinds without an entry do not report
+    it)."""
 
     key: str
     higher_is_better: bool
@@ -58,37 +85,82 @@ class CalibMetric:
         return AGGREGATION_PREFIX + self.key
 
 
-def _items(fn: Callable[[Any, Any], float]) -> dict[RecordKind, Compute]:
-    """``fn(confidence, correct)`` on the pooled predictions of top-label or multiclass tasks."""
+def _binned(fn: Callable[..., float]) -> ArrayMetric:
+    """``fn(a, b)`` with the options' bins (``n_bins``, ``strategy``)."""
+    return lambda a, b, options: fn(a, b, n_bins=options.n_bins, strategy=options.binning)
 
-    def compute(pool: PooledRecords) -> float:
-        return fn(pool.top_label.confidence, pool.top_label.correct)
+
+def _fixed(fn: Callable[[Any, Any], float]) -> ArrayMetric:
+    """``fn(a, b)``, whatever the options (no bins, or bins of its own)."""
+    return lambda a, b, options: fn(a, b)
+
+
+def _sce(probs: np.ndarray, labels: np.ndarray, options: MetricOptions) -> float:
+    """The static calibration error with the options' number of (equal-width) bins."""
+    return static_calibration_error(probs, labels, n_bins=options.n_bins)
+
+
+def _items(fn: ArrayMetric) -> dict[RecordKind, Compute]:
+    """``fn(confidence, correct, options)`` on the pooled predictions of top-label or
+    multiclass records."""
+
+    def compute(pool: Pool, options: MetricOptions) -> float:
+        return fn(pool.confidence, pool.correct, options)
 
     return {TOP_LABEL: compute, MULTICLASS: compute}
 
 
-def _options(fn: Callable[[Any, Any], float]) -> dict[RecordKind, Compute]:
-    """``fn(probs, labels)`` on the pooled option probabilities of multiclass tasks."""
-    return {MULTICLASS: lambda pool: fn(pool.top_label.probs, pool.top_label.labels)}
+def _options(fn: ArrayMetric) -> dict[RecordKind, Compute]:
+    """``fn(probs, labels, options)`` on the pooled option probabilities of multiclass
+    records."""
+    return {MULTICLASS: lambda pool, options: fn(pool.probs, pool.labels, options)}
 
 
 def _tokens(key: str) -> dict[RecordKind, Compute]:
-    """``calib_metrics.histogram_metrics()[key]`` of a token task's merged document histograms."""
-    return {HISTOGRAM: lambda pool: pool.histogram_metrics[key]}
+    """``calib_metrics.histogram_metrics()[key]`` of a token pool's merged document histograms,
+    with the options' number of bins (equal-width: ``ValueError`` for other binning)."""
+
+    def compute(pool: Pool, options: MetricOptions) -> float:
+        if options.binning != EQUAL_WIDTH:
+            raise ValueError(f"token histograms have equal-width bins only, not {options.binning}")
+        return pool.histogram_metrics(options.n_bins)[key]
+
+    return {HISTOGRAM: compute}
 
 
 def _every_kind(compute: Compute) -> dict[RecordKind, Compute]:
     return {TOP_LABEL: compute, MULTICLASS: compute, HISTOGRAM: compute}
 
 
-def _rule_top_label(fn: Callable[[Any, Any], float], rule: Rule) -> dict[RecordKind, Compute]:
-    """``fn(confidence, correct)`` of ``rule``'s prediction on multiclass records."""
-    return {MULTICLASS: lambda pool: fn(*pool.rule_top_label(rule))}
+def _rule_top_label(fn: ArrayMetric, rule: Rule) -> dict[RecordKind, Compute]:
+    """``fn(confidence, correct, options)`` of ``rule``'s prediction on multiclass records."""
+    return {MULTICLASS: lambda pool, options: fn(*pool.rule_top_label(rule), options)}
 
 
-def _rule_options(fn: Callable[[Any, Any], float], rule: Rule) -> dict[RecordKind, Compute]:
-    """``fn(probs, labels)`` on ``rule``'s option probabilities of multiclass records."""
-    return {MULTICLASS: lambda pool: fn(pool.rule_probs(rule), pool.top_label.labels)}
+def _rule_options(fn: ArrayMetric, rule: Rule) -> dict[RecordKind, Compute]:
+    """``fn(probs, labels, options)`` on ``rule``'s option probabilities of multiclass
+    records."""
+    return {MULTICLASS: lambda pool, options: fn(pool.part(rule.field), pool.labels, options)}
+
+
+def _ece_interval(pool: Pool, options: MetricOptions) -> cm.ConfidenceInterval:
+    """The pool's ECE bootstrap interval with the options' bins and seed."""
+    return pool.ece_interval(n_bins=options.n_bins, strategy=options.binning, seed=options.seed)
+
+
+def _uninformative(pool: Pool, options: MetricOptions) -> float:
+    """1.0 when the pool's scores carry no information (logged as a warning naming the task,
+    the one time the harness aggregates the row), else 0.0."""
+    reason = pool.uninformative_reason
+    if reason is not None:
+        eval_logger.warning(
+            "%s: THE SCORES CARRY NO INFORMATION (%s): the backend returned no usable "
+            "log-probabilities, so the task's ECE and other calibration numbers are not "
+            "measurements; its results mark it with uninformative_scores = 1.",
+            pool.task or "a calib task",
+            reason,
+        )
+    return float(reason is not None)
 
 
 def _per_rule() -> tuple[CalibMetric, ...]:
@@ -99,57 +171,59 @@ def _per_rule() -> tuple[CalibMetric, ...]:
         if rule is not SUM:
             rows.append(
                 CalibMetric(
-                    rule.key("ece"),
-                    False,
-                    _rule_top_label(cm.ece, rule),
-                    f"ECE under the {rule.name} rule",
-                    rule,
+                    key=rule.key("ece"),
+                    higher_is_better=False,
+                    compute=_rule_top_label(_binned(cm.ece), rule),
+                    description=f"ECE under the {rule.name} rule",
+                    rule=rule,
                 )
             )
         if rule.normalised:
             if rule is not SUM:
                 rows.append(
                     CalibMetric(
-                        rule.key("brier"),
-                        False,
-                        _rule_options(cm.brier_multiclass, rule),
-                        f"multiclass Brier score under the {rule.name} rule",
-                        rule,
+                        key=rule.key("brier"),
+                        higher_is_better=False,
+                        compute=_rule_options(_fixed(cm.brier_multiclass), rule),
+                        description=f"multiclass Brier score under the {rule.name} rule",
+                        rule=rule,
                     )
                 )
             rows += [
                 CalibMetric(
-                    rule.key("classwise_ece"),
-                    False,
-                    _rule_options(classwise_ece, rule),
-                    f"ECE of every option's probability against whether it is the gold one "
-                    f"({rule.name} rule; the GPT-4 report's convention)",
-                    rule,
+                    key=rule.key("classwise_ece"),
+                    higher_is_better=False,
+                    compute=_rule_options(_binned(classwise_ece), rule),
+                    description="ECE of every option's probability against whether it is the "
+                    f"gold one ({rule.name} rule; the GPT-4 report's convention)",
+                    rule=rule,
                 ),
                 CalibMetric(
-                    rule.key("sce"),
-                    False,
-                    _rule_options(static_calibration_error, rule),
-                    f"static calibration error: mean over options of each option's ECE "
-                    f"({rule.name} rule; Nixon et al. 2019)",
-                    rule,
+                    key=rule.key("sce"),
+                    higher_is_better=False,
+                    compute=_rule_options(_sce, rule),
+                    description="static calibration error: mean over options of each option's "
+                    f"ECE ({rule.name} rule; Nixon et al. 2019)",
+                    rule=rule,
                 ),
             ]
         helm = _items if rule is SUM else lambda fn, rule=rule: _rule_top_label(fn, rule)
         rows += [
             CalibMetric(
-                rule.key("helm_ece_10_bin"),
-                False,
-                helm(helm_ece_equal_mass),
-                f"HELM's ece_10_bin: 10 equal-mass bins, midpoint edges ({rule.name} rule)",
-                rule,
+                key=rule.key("helm_ece_10_bin"),
+                higher_is_better=False,
+                compute=helm(_fixed(helm_ece_equal_mass)),
+                description=f"HELM's ece_10_bin: 10 equal-mass bins, midpoint edges "
+                f"({rule.name} rule)",
+                rule=rule,
             ),
             CalibMetric(
-                rule.key("helm_selective_acc_10"),
-                True,
-                helm(helm_selective_accuracy),
-                f"HELM's selective_acc@10: accuracy of the 10% most confident ({rule.name} rule)",
-                rule,
+                key=rule.key("helm_selective_acc_10"),
+                higher_is_better=True,
+                compute=helm(_fixed(helm_selective_accuracy)),
+                description=f"HELM's selective_acc@10: accuracy of the 10% most confident "
+                f"({rule.name} rule)",
+                rule=rule,
             ),
         ]
     return tuple(rows)
@@ -159,10 +233,15 @@ def _recalibrated() -> tuple[CalibMetric, ...]:
     """The ECE after each recalibrator, cross-fitted."""
     return tuple(
         CalibMetric(
-            f"ece_recal_{r.name}",
-            False,
-            {kind: lambda pool, r=r: cm.ece(*out_of_fold_top_label(pool, r)) for kind in r.kinds},
-            f"ECE after cross-fitted {r.name} recalibration ({r.description})",
+            key=f"ece_recal_{r.name}",
+            higher_is_better=False,
+            compute={
+                kind: lambda pool, options, r=r: _binned(cm.ece)(
+                    *out_of_fold_top_label(pool, r), options
+                )
+                for kind in r.kinds
+            },
+            description=f"ECE after cross-fitted {r.name} recalibration ({r.description})",
             recalibrator=r,
         )
         for r in RECALIBRATORS
@@ -171,65 +250,74 @@ def _recalibrated() -> tuple[CalibMetric, ...]:
 
 METRICS: tuple[CalibMetric, ...] = (
     CalibMetric(
-        "acc", True, _tokens("acc"), "accuracy of the pooled token predictions (token tasks)"
+        key="acc",
+        higher_is_better=True,
+        compute=_tokens("acc"),
+        description="accuracy of the pooled token predictions (token tasks)",
     ),
     CalibMetric(
-        "ece",
-        False,
-        {**_items(cm.ece), **_tokens("ece")},
-        f"expected calibration error, {cm.DEFAULT_N_BINS} equal-width bins",
+        key="ece",
+        higher_is_better=False,
+        compute={**_items(_binned(cm.ece)), **_tokens("ece")},
+        description=f"expected calibration error, {cm.DEFAULT_N_BINS} equal-width bins",
     ),
     CalibMetric(
-        "ece_ci_low",
-        False,
-        _every_kind(lambda pool: pool.ece_interval.low),
-        f"lower end of the ECE's {cm.DEFAULT_LEVEL:.0%} bootstrap interval "
+        key="ece_ci_low",
+        higher_is_better=False,
+        compute=_every_kind(lambda pool, options: _ece_interval(pool, options).low),
+        description=f"lower end of the ECE's {cm.DEFAULT_LEVEL:.0%} bootstrap interval "
         f"({cm.DEFAULT_N_RESAMPLES} resamples, seed {cm.DEFAULT_SEED}; documents for token tasks)",
     ),
     CalibMetric(
-        "ece_ci_high",
-        False,
-        _every_kind(lambda pool: pool.ece_interval.high),
-        "upper end of that interval",
+        key="ece_ci_high",
+        higher_is_better=False,
+        compute=_every_kind(lambda pool, options: _ece_interval(pool, options).high),
+        description="upper end of that interval",
     ),
     CalibMetric(
-        "mce",
-        False,
-        {**_items(cm.mce), **_tokens("mce")},
-        "maximum calibration error over the occupied bins",
+        key="mce",
+        higher_is_better=False,
+        compute={**_items(_binned(cm.mce)), **_tokens("mce")},
+        description="maximum calibration error over the occupied bins",
     ),
     CalibMetric(
-        "brier",
-        False,
-        {
-            TOP_LABEL: _items(cm.brier_top_label)[TOP_LABEL],
-            **_options(cm.brier_multiclass),
+        key="brier",
+        higher_is_better=False,
+        compute={
+            TOP_LABEL: _items(_fixed(cm.brier_top_label))[TOP_LABEL],
+            **_options(_fixed(cm.brier_multiclass)),
             **_tokens("brier_top_label"),
         },
-        "Brier score: over all options for multiple choice, of the top label otherwise",
+        description="Brier score: over all options for multiple choice, of the top label otherwise",
     ),
     CalibMetric(
-        "nll",
-        False,
-        _options(cm.nll),
-        "negative log-likelihood of the gold option (multiple choice)",
+        key="nll",
+        higher_is_better=False,
+        compute=_options(_fixed(cm.nll)),
+        description="negative log-likelihood of the gold option (multiple choice)",
     ),
     CalibMetric(
-        "auroc",
-        True,
-        _items(cm.auroc),
-        "AUROC of confidence separating right from wrong predictions",
+        key="auroc",
+        higher_is_better=True,
+        compute=_items(_fixed(cm.auroc)),
+        description="AUROC of confidence separating right from wrong predictions",
     ),
     CalibMetric(
-        "uninformative_scores",
-        False,
-        _every_kind(lambda pool: float(pool.uninformative_reason is not None)),
-        "1 when the scores carry no information (all confidences equal, or every option tied): "
-        "the calibration numbers are then no measurement",
+        key="uninformative_scores",
+        higher_is_better=False,
+        compute=_every_kind(_uninformative),
+        description="1 when the scores carry no information (all confidences equal, or every "
+        "option tied): the calibration numbers are then no measurement",
     ),
     *_per_rule(),
     *_recalibrated(),
 )
+_BY_KEY = {metric.key: metric for metric in METRICS}
+
+
+def metric_named(key: str) -> CalibMetric:
+    """The row of ``METRICS`` whose key is ``key``."""
+    return _BY_KEY[key]
 
 
 def metrics_for(

@@ -22,7 +22,7 @@ each (``ece_recal_<name>``); calib-report adds the fitted temperature with its i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +36,14 @@ from calib_metrics.recalibration import (
     cross_fit,
 )
 from calib_tasks.scoring.metadata import setting_names
-from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL, PooledRecords, RecordKind
+from calib_tasks.scoring.records import (
+    HISTOGRAM,
+    LOGLIKELIHOODS,
+    MULTICLASS,
+    TOP_LABEL,
+    Pool,
+    RecordKind,
+)
 
 #: The task setting (a key of the task's ``metadata``) naming the recalibrators to fit.
 RECALIBRATION_SETTING = "calib_recalibration"
@@ -110,25 +117,28 @@ def recalibration_setting(
     return tuple(r for r in RECALIBRATORS if r in chosen)
 
 
-def cross_fit_groups(records: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """The cross-fitting groups of ``records``: the first field of ``GROUP_FIELDS`` that every
-    record has, with at least two values; else None (items are dealt to folds one by one)."""
+def cross_fit_groups(pool: Pool) -> np.ndarray | None:
+    """The cross-fitting groups of the pool's records: the first field of ``GROUP_FIELDS`` that
+    every record has, with at least two values; else None (items are dealt to folds one by
+    one)."""
     for field in GROUP_FIELDS:
-        if all(field in r for r in records):
-            groups = np.array([str(r[field]) for r in records])
+        values = pool.field_values(field)
+        if values is not None:
+            groups = np.array([str(value) for value in values])
             if np.unique(groups).size >= 2:
                 return groups
     return None
 
 
-def cross_fit_folds(records: Sequence[Mapping[str, Any]]) -> str:
-    """How ``cross_fit_groups`` deals ``records`` to folds, in words: by whole subjects or
-    relations (naming how many), or one item at a time, saying why (a single value of the group
-    field, or no group field)."""
-    groups = cross_fit_groups(records)
+def cross_fit_folds(pool: Pool) -> str:
+    """How ``cross_fit_groups`` deals the pool's records to folds, in words: by whole subjects
+    or relations (naming how many), or one item at a time, saying why (a single value of the
+    group field, or no group field)."""
+    groups = cross_fit_groups(pool)
     for field in GROUP_FIELDS:
-        if all(field in r for r in records):
-            values = {str(r[field]) for r in records}
+        found = pool.field_values(field)
+        if found is not None:
+            values = {str(value) for value in found}
             if groups is not None:
                 return f"folds of whole {field}s ({len(values)} {field}s)"
             return (
@@ -138,21 +148,20 @@ def cross_fit_folds(records: Sequence[Mapping[str, Any]]) -> str:
     return f"folds of single items: the records have no {' or '.join(GROUP_FIELDS)}"
 
 
-def option_scores(pool: PooledRecords) -> np.ndarray:
+def option_scores(pool: Pool) -> np.ndarray:
     """The (n, k) option log-likelihoods of a multiple-choice pool; ``ValueError`` naming the
-    task when documents differ in their number of options or a record has none."""
-    rows = [r.get("loglikelihoods") for r in pool.records]
-    if any(row is None for row in rows):
+    task when a record has none (or unusable ones) or documents differ in their number of
+    options."""
+    if not pool.holders(LOGLIKELIHOODS).any():
         raise ValueError(f"{pool.task}: the records carry no option log-likelihoods")
-    if not all(math.isfinite(x) for row in rows for x in row):
-        raise ValueError(f"{pool.task}: a record's option log-likelihoods are not finite")
-    counts = {len(row) for row in rows}
-    if len(counts) != 1:
+    scores = pool.part(LOGLIKELIHOODS)
+    counts = np.unique(pool.option_counts)
+    if counts.size != 1:
         raise ValueError(
             f"{pool.task}: temperature scaling needs the same number of options in every "
-            f"document, found {sorted(counts)}"
+            f"document, found {counts.tolist()}"
         )
-    return np.asarray(rows, dtype=np.float64)
+    return scores
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> TemperatureScaling:
@@ -165,27 +174,25 @@ def fit_temperature(scores: np.ndarray, labels: np.ndarray) -> TemperatureScalin
         return TemperatureScaling(math.inf)
 
 
-def out_of_fold_probs(pool: PooledRecords) -> np.ndarray:
+def out_of_fold_probs(pool: Pool) -> np.ndarray:
     """Every document's option probabilities after cross-fitted temperature scaling."""
-    groups = cross_fit_groups(pool.records)
-    scores, labels = option_scores(pool), pool.top_label.labels
+    groups = cross_fit_groups(pool)
+    scores, labels = option_scores(pool), pool.labels
     return cross_fit(fit_temperature, scores, labels, groups=groups)
 
 
-def out_of_fold_top_label(
-    pool: PooledRecords, recalibrator: Recalibrator
-) -> tuple[np.ndarray, np.ndarray]:
+def out_of_fold_top_label(pool: Pool, recalibrator: Recalibrator) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, correct) of the task's predictions after ``recalibrator``, cross-fitted."""
-    correct = pool.top_label.correct
+    correct = pool.correct
     if recalibrator.on_options:
         probs = out_of_fold_probs(pool)
         return probs[np.arange(len(probs)), probs.argmax(axis=1)], correct
-    groups = cross_fit_groups(pool.records)
-    confidence = cross_fit(recalibrator.fit, pool.top_label.confidence, correct, groups=groups)
+    groups = cross_fit_groups(pool)
+    confidence = cross_fit(recalibrator.fit, pool.confidence, correct, groups=groups)
     return np.clip(confidence, 0.0, 1.0), correct
 
 
-def fitted_temperature(pool: PooledRecords) -> float:
+def fitted_temperature(pool: Pool) -> float:
     """The temperature fitted on all of the task's documents (a description of the model's
     miscalibration: > 1 overconfident, < 1 underconfident; ``inf``: see ``fit_temperature``)."""
-    return fit_temperature(option_scores(pool), pool.top_label.labels).temperature
+    return fit_temperature(option_scores(pool), pool.labels).temperature

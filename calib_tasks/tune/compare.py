@@ -18,7 +18,7 @@ from calib_tasks.render.document import Block, Code, Figure, Heading, Paragraph,
 from calib_tasks.render.markdown import render_markdown
 from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
 from calib_tasks.report.entries import Entry, ReportOptions
-from calib_tasks.report.numbers import TaskNumbers, top_label_numbers
+from calib_tasks.report.numbers import TaskNumbers, pool_numbers
 from calib_tasks.study.figures import SeriesPoint, write_metric_grid
 from calib_tasks.tune.data import Example
 
@@ -50,15 +50,16 @@ def held_out_numbers(
     """The entry's numbers on the records whose fact is not in ``seen``, recomputed with
     ``options`` (those of the entry); None when its records do not name facts, or none or all
     are seen."""
-    records = entry.records or []
-    if not seen or not records or not all("relation" in r and "sub_label" in r for r in records):
+    pool = entry.pool
+    if not seen or pool is None:
         return None
-    held = [r for r in records if (str(r["relation"]), str(r["sub_label"])) not in seen]
-    if not held or len(held) == len(records):
+    relations, subjects = pool.field_values("relation"), pool.field_values("sub_label")
+    if relations is None or subjects is None:
         return None
-    return top_label_numbers(
-        held, n_bins=options.n_bins, strategy=options.binning, seed=options.seed
-    )
+    held = [(str(r), str(s)) not in seen for r, s in zip(relations, subjects, strict=True)]
+    if not any(held) or all(held):
+        return None
+    return pool_numbers(pool.select(held), options)
 
 
 @dataclass(frozen=True)
