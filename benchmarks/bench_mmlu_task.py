@@ -26,7 +26,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from tiny_model import build_tiny_model  # noqa: E402
+from support.tiny_model import build_tiny_model  # noqa: E402
 
 BAR = 1.03
 REPEATS = 3

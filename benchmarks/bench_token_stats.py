@@ -3,8 +3,8 @@
 Both score the same ~50 documents of varied length (a few thousand tokens) with the same ``hf``
 backend (``lm_eval.models.huggingface.HFLM``) and the same windows, so the ratio is the cost of
 per-token statistics over the harness's per-document sums. Two random GPT-2s built like the
-test fixture (``tests/tiny_model.py``): the tiny one itself (64-token window, Python overhead
-dominates) and a bigger one (256-token window, 4 layers of width 256, the forward pass
+test fixture (``tests/support/tiny_model.py``): the tiny one itself (64-token window, Python
+overhead dominates) and a bigger one (256-token window, 4 layers of width 256, the forward pass
 dominates). Each timing is the best of ``--repeats`` runs, the two methods interleaved.
 
     python benchmarks/bench_token_stats.py [--device cpu] [--dtype float32] [--batch-size 8]
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # calib_tasks, and the fixture's model builder
 
 import numpy as np  # noqa: E402
-from tiny_model import TRAINING_TEXT, build_tiny_model  # noqa: E402
+from support.tiny_model import TRAINING_TEXT, build_tiny_model  # noqa: E402
 
 BAR = 1.10
 N_DOCS = 50

@@ -123,7 +123,7 @@ def main() -> None:
             kind, Path(model), method, args.examples, args.batch_size, Path(old_loop), Path(run)
         )
         return
-    from tiny_model import build_tiny_model
+    from support.tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -7,12 +7,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_model import CHATML_TEMPLATE, build_tiny_model  # noqa: E402
+from support.tiny_model import CHATML_TEMPLATE, build_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random GPT-2 (64-token window) and its byte-level BPE tokenizer."""
+    """A tiny random GPT-2 (``WINDOW`` = 64-token window) and its byte-level BPE tokenizer."""
     return build_tiny_model(tmp_path_factory.mktemp("tiny_gpt2"))
 
 

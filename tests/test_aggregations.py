@@ -11,6 +11,7 @@ import pytest
 from lm_eval.api.registry import get_aggregation as registered
 
 import calib_metrics as cm
+from calib_metrics.histogram import canonical_order
 from calib_tasks.harness import aggregations
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring import records as record_schema
@@ -68,7 +69,7 @@ def test_interleaved_tasks_each_get_their_own_numbers():
     top_ci = cm.bootstrap_ci(top_conf, top_correct, metric="ece")
     # documents are resampled in their canonical order: the groups numbered in that order
     hists = [cm.ConfidenceHistogram.from_dict(record["histogram"]) for record in docs]
-    rank = {id(h): i for i, h in enumerate(cm.canonical_order(hists))}
+    rank = {id(h): i for i, h in enumerate(canonical_order(hists))}
     canonical_doc = np.array([rank[id(hists[d])] for d in doc])
     doc_ci = cm.bootstrap_ci(confidence, correct, metric="ece", groups=canonical_doc)
     expected_mmlu = {

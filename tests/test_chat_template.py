@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from harness_run import evaluate
+from support.harness import evaluate
 
 LIMIT = 6
 

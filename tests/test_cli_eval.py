@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import calib_tasks
-from calib_tasks import task_dir
+from calib_tasks import patches, task_dir
 from calib_tasks.command_line.eval import main, make_task_managers_scan_task_dir
 from calib_tasks.harness.task_paths import include_paths_with_task_dir, names_only_package_tasks
 
@@ -67,6 +67,18 @@ def test_task_dir_flag_prints_the_task_folder(tmp_path: Path) -> None:
     printed = _ok(calib_eval(["--task-dir"], tmp_path)).stdout.strip()
     assert Path(printed) == task_dir()
     assert (Path(printed) / "calib_mmlu_mini.yaml").is_file()
+
+
+def test_patches_flag_lists_every_patch_with_its_state(tmp_path: Path) -> None:
+    printed = _ok(calib_eval(["--patches"], tmp_path)).stdout
+    blocks = printed.split("\n\n")[1:]
+    assert [block.splitlines()[0] for block in blocks] == [p.target for p in patches.PATCHES]
+    states = {block.splitlines()[0]: block.splitlines()[1] for block in blocks}
+    for patch in (patches.TASK_FOLDER, patches.TASK_CHECK, patches.PACKAGE_TASKS_ONLY):
+        assert states[patch.target].startswith("  state:      installed: lm_eval."), patch
+    assert states[patches.PREFLIGHT.target] == "  state:      not installed"  # no task loaded
+    for label in ("why:", "when:", "code:", "retired by:"):
+        assert printed.count(f"  {label}") == len(patches.PATCHES)
 
 
 def test_runs_a_calib_task_without_include_path(tmp_path: Path) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import lm_eval
 import pytest
-from harness_run import write_task
 from lm_eval.models.huggingface import HFLM
+from support.harness import write_task
 
-from calib_tasks import task_dir
 from calib_tasks.token_stats import UnsupportedBackendError
 
 N_DOCS = 4
@@ -18,11 +15,6 @@ N_DOCS = 4
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_model_dir):
     return HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=8)
-
-
-def _mini_pages(n: int) -> list[str]:
-    lines = (task_dir() / "data" / "clm_mini.jsonl").read_text().splitlines()
-    return [json.loads(line)["page"] for line in lines[:n]]
 
 
 def test_unsupported_backend_is_a_clear_error(task_manager):

@@ -16,25 +16,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from lm_eval.api.instance import Instance
+from support.fakes import needs_api_extra
+from support.stats import stats_requests
 
 from calib_tasks.token_stats import (
-    REQUEST_TYPE,
     UnsupportedBackendError,
     check_backend,
     parse_completions_response,
 )
 
-pytestmark = pytest.mark.skipif(
-    any(find_spec(m) is None for m in ("aiohttp", "tenacity", "requests")),
-    reason="lm-eval[api] packages (aiohttp, tenacity, requests) are not installed",
-)
+pytestmark = needs_api_extra
 
 DATA = Path(__file__).parent / "data" / "completions"
 # the recordings' token ids: "The capital of France is Paris." is 1..7
@@ -148,10 +144,6 @@ def completions_lm(server: RecordedServer, tokenizer: Path, **kwargs: Any) -> An
         timeout=60,
         **kwargs,
     )
-
-
-def stats_requests(pairs: list[tuple[str, str]]) -> list[Instance]:
-    return [Instance(REQUEST_TYPE, {}, pair, i) for i, pair in enumerate(pairs)]
 
 
 def assert_expected(stats: list[Any]) -> None:

@@ -13,8 +13,11 @@ import numpy as np
 import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
+from support.harness import write_stock_task, write_wrapper
 
 import calib_metrics as cm
+from calib_metrics.classwise import static_calibration_error
+from calib_metrics.helm import helm_ece_equal_mass
 from calib_tasks import task_dir
 from calib_tasks.token_stats import UnsupportedBackendError
 
@@ -34,28 +37,17 @@ def _write_task(folder: Path, name: str, choices: str, n: int = 16) -> str:
         }
         for i in range(n)
     ]
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
     listed = "".join(f"{x}. {{{{options[{i}]}}}}\n" for i, x in enumerate(LETTERS))
-    stock = {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "{{question}}\n" + (listed if choices == "letters" else "") + "Answer:",
-        "doc_to_choice": LETTERS if choices == "letters" else "{{options}}",
-        "doc_to_target": "answer",
-        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0},
-    }
-    (folder / f"{name}.yaml").write_text(json.dumps(stock))
-    (folder / f"calib_{name}.yaml").write_text(
-        f"task: calib_{name}\n"
-        "class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask\n"
-        f"wraps: {name}\n"
+    write_stock_task(
+        folder,
+        name,
+        docs,
+        doc_to_text="{{question}}\n" + (listed if choices == "letters" else "") + "Answer:",
+        doc_to_choice=LETTERS if choices == "letters" else "{{options}}",
+        doc_to_target="answer",
+        metric_list=[{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
     )
-    return f"calib_{name}"
+    return write_wrapper(folder, name, name)
 
 
 def _manager(folder: Path, metadata: dict | None = None) -> TaskManager:
@@ -146,7 +138,7 @@ def test_each_rule_recomputes_from_its_samples(rule_runs, tiny_long_lm):
         np.testing.assert_allclose(found, probs, rtol=1e-6, atol=1e-12)
         assert metrics[f"ece{suffix},none"] == cm.ece(*_top(found, labels))
         assert metrics[f"brier{suffix},none"] == cm.brier_multiclass(found, labels)
-        assert metrics[f"sce{suffix},none"] == cm.static_calibration_error(found, labels)
+        assert metrics[f"sce{suffix},none"] == static_calibration_error(found, labels)
 
 
 def test_the_letter_rule_is_the_raw_letter_probability(rule_runs):
@@ -157,7 +149,7 @@ def test_the_letter_rule_is_the_raw_letter_probability(rule_runs):
     raw = np.exp(np.array([r["loglikelihoods"] for r in records]))
     np.testing.assert_allclose([r["probs_letter"] for r in records], raw, rtol=1e-12)
     assert metrics["ece_letter,none"] == cm.ece(*_top(raw, labels))
-    assert metrics["helm_ece_10_bin_letter,none"] == cm.helm_ece_equal_mass(*_top(raw, labels))
+    assert metrics["helm_ece_10_bin_letter,none"] == helm_ece_equal_mass(*_top(raw, labels))
     assert "brier_letter,none" not in metrics  # raw letter probabilities do not sum to 1
     assert raw.sum(1).max() < 1  # a random model puts mass off the letters
 

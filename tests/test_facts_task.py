@@ -11,8 +11,8 @@ import zipfile
 import lm_eval
 import numpy as np
 import pytest
-from harness_run import write_task
 from lm_eval.api.instance import Instance
+from support.harness import write_task
 
 import calib_metrics as cm
 from calib_tasks import task_dir

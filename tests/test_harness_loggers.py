@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from harness_run import evaluate
-from lm_eval.loggers import EvaluationTracker, WandbLogger
+from lm_eval.loggers import WandbLogger
 from lm_eval.utils import handle_non_serializable
+from support.harness import evaluate
+from support.runs import save_run
 
 from calib_tasks.report.samples import read_samples
 
@@ -62,10 +63,6 @@ def test_wandb_offline_logs_results_and_samples(runs, tmp_path, monkeypatch):
 def test_evaluation_tracker_writes_the_samples(runs, tmp_path):
     """The samples file (and the hub logger, which uploads the same files) of every task."""
     for task, out in runs.items():
-        tracker = EvaluationTracker(output_path=str(tmp_path / task))
-        out = dict(out)
-        samples = out.pop("samples")
-        tracker.save_results_aggregated(results=out, samples=samples)
-        tracker.save_results_samples(task_name=task, samples=samples[task])
+        save_run(out, tmp_path / task)
         (path,) = (tmp_path / task).rglob(f"samples_{task}_*.jsonl")
         assert read_samples(path).n_documents == LIMIT

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import lm_eval
 import pytest
-from lm_eval.loggers import EvaluationTracker
 from lm_eval.tasks import TaskManager
+from support.runs import save_run
 
 from calib_tasks import task_dir
 from calib_tasks.harness import aggregations
@@ -23,13 +23,13 @@ README = Path(__file__).parent.parent / "README.md"
 
 # A test-local row: the mean confidence of top-label and multiclass records (registered once).
 THROWAWAY = metric_table.CalibMetric(
-    "test_mean_confidence",
-    False,
-    {
-        kind: lambda pool: float(pool.top_label.confidence.mean())
+    key="test_mean_confidence",
+    higher_is_better=False,
+    compute={
+        kind: lambda pool, options: float(pool.confidence.mean())
         for kind in (TOP_LABEL, MULTICLASS)
     },
-    "mean confidence (a test's throw-away row)",
+    description="mean confidence (a test's throw-away row)",
 )
 aggregations.register(THROWAWAY)
 
@@ -55,10 +55,7 @@ def test_a_new_row_reaches_results_samples_and_report(
     assert out["higher_is_better"][task]["test_mean_confidence"] is False
     assert all(s["test_mean_confidence"] == "<calib record: see 'ece'>" for s in samples)
     # and the report's table of every metric in the results file
-    tracker = EvaluationTracker(output_path=str(tmp_path / "out"))
-    logged = out.pop("samples")
-    tracker.save_results_aggregated(results=out, samples=logged)
-    tracker.save_results_samples(task_name=task, samples=logged[task])
+    save_run(out, tmp_path / "out")
     write_report([tmp_path / "out"], tmp_path / "report", ReportOptions())
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "test_mean_confidence" in summary

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import calib_metrics as cm
+from calib_metrics.histogram import reliability_bins_from_histogram
 
 EDGE_VALUES = sorted(
     {
@@ -85,7 +86,7 @@ def test_histogram_metrics_equal_array_metrics(data, grid):
     for key, value in expected.items():
         assert metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
-    bins = cm.reliability_bins_from_histogram(hist, n_bins=n_bins)
+    bins = reliability_bins_from_histogram(hist, n_bins=n_bins)
     array_bins = cm.reliability_bins(confidence, correct, n_bins=n_bins)
     np.testing.assert_array_equal(bins.count, array_bins.count)
     np.testing.assert_array_equal(bins.edges, array_bins.edges)
@@ -153,7 +154,7 @@ def test_histogram_metrics_need_bins_that_are_unions_of_cells():
     with pytest.raises(ValueError, match="n_bins=15 must divide the histogram resolution 100"):
         cm.histogram_metrics(hist, n_bins=15)
     with pytest.raises(ValueError, match="n_bins=3 must divide"):
-        cm.reliability_bins_from_histogram(hist, n_bins=3)
+        reliability_bins_from_histogram(hist, n_bins=3)
     with pytest.raises(ValueError, match="n_bins must be a positive integer"):
         cm.histogram_metrics(hist, n_bins=0)
 

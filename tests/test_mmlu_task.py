@@ -7,18 +7,12 @@ from pathlib import Path
 
 import lm_eval
 import pytest
-from harness_run import write_task
 from lm_eval.api.model import LM
 from lm_eval.tasks import TaskManager
-
-from calib_tasks import task_dir
+from support.data import mini_rows
+from support.harness import write_task
 
 STOCK_TEMPLATE = Path(lm_eval.__file__).parent / "tasks/mmlu/default/_default_template_yaml"
-MINI = task_dir() / "data" / "mmlu_mini.jsonl"
-
-
-def _mini_docs() -> list[dict]:
-    return [json.loads(line) for line in MINI.read_text().splitlines()]
 
 
 def _write_stock_tasks(folder: Path) -> list[str]:
@@ -28,7 +22,7 @@ def _write_stock_tasks(folder: Path) -> list[str]:
     excluded), as in calib_mmlu_mini.
     """
     by_subject: dict[str, list[dict]] = {}
-    for doc in _mini_docs():
+    for doc in mini_rows("mmlu_mini.jsonl"):
         by_subject.setdefault(doc["subject"], []).append(doc)
     names = []
     for subject, docs in by_subject.items():
@@ -78,7 +72,7 @@ def test_acc_and_prompts_equal_the_stock_mmlu_prompt(tmp_path, tiny_long_lm, tas
         for s in stock["samples"][name]
     }
     calib_samples = calib["samples"]["calib_mmlu_mini"]
-    assert len(calib_samples) == len(stock_by_question) == len(_mini_docs())
+    assert len(calib_samples) == len(stock_by_question) == len(mini_rows("mmlu_mini.jsonl"))
     for sample in calib_samples:
         twin = stock_by_question[(sample["doc"]["subject"], sample["doc"]["question"])]
         assert sample["arguments"] == twin["arguments"]  # same prompts, same continuations
@@ -141,7 +135,7 @@ def test_too_many_shots_for_the_mini_file_is_a_clear_error(tiny_long_lm, task_ma
     ],
 )
 def test_bad_documents_fail_before_any_model_call(tmp_path, broken, message):
-    docs = _mini_docs()[:5]
+    docs = mini_rows("mmlu_mini.jsonl")[:5]
     docs[2] = {**docs[2], **broken}
     manager = write_task(
         tmp_path, "_calib_mmlu_template_yaml", "calib_mmlu_broken", docs, fewshot_split="test"

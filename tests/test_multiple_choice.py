@@ -5,13 +5,13 @@ before any model call; the shipped wrappers name multiple-choice tasks of the ha
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import lm_eval
 import numpy as np
 import pytest
 from lm_eval.tasks import TaskManager
+from support.harness import write_stock_task, write_wrapper
 
 import calib_metrics as cm
 from calib_tasks import task_dir
@@ -31,14 +31,7 @@ def _documents(n_options: int | None, n: int = 24) -> list[dict]:
 
 
 def _write_stock(folder: Path, name: str, docs: list[dict], **config: str) -> None:
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    task = {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
+    template = {
         "doc_to_text": "{{question}}\nAnswer:",
         "doc_to_choice": "{{choices}}",
         "doc_to_target": "answer",
@@ -46,18 +39,8 @@ def _write_stock(folder: Path, name: str, docs: list[dict], **config: str) -> No
             {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
             {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
         ],
-        "metadata": {"version": 1.0},
-        **config,
     }
-    (folder / f"{name}.yaml").write_text(json.dumps(task))
-
-
-def _write_wrapper(folder: Path, name: str, wraps: str) -> None:
-    (folder / f"calib_{name}.yaml").write_text(
-        f"task: calib_{name}\n"
-        "class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask\n"
-        f"wraps: {wraps}\n"
-    )
+    write_stock_task(folder, name, docs, **{**template, **config})
 
 
 def _manager(folder: Path) -> TaskManager:
@@ -75,7 +58,7 @@ def wrapped_runs(tmp_path_factory, tiny_long_lm):
     for k in OPTION_COUNTS:
         name = f"mc_{k or 'mixed'}"
         _write_stock(folder, name, _documents(k))
-        _write_wrapper(folder, name, name)
+        write_wrapper(folder, name, name)
         names.append(name)
     manager = _manager(folder)
     runs = {}
@@ -145,7 +128,7 @@ def test_bad_documents_are_named_before_any_model_call(tmp_path, docs, message):
     good = {"question": "q", "choices": ["a", "b"], "answer": 1}
     # the harness itself inspects the first document's choices while building the task
     _write_stock(tmp_path, "broken", [good, *docs, good])
-    _write_wrapper(tmp_path, "broken", "broken")
+    write_wrapper(tmp_path, "broken", "broken")
     with pytest.raises(ValueError, match=rf"calib_broken: document 1 .*{message}"):
         lm_eval.simple_evaluate(
             model="dummy", tasks=["calib_broken"], task_manager=_manager(tmp_path)
@@ -159,13 +142,13 @@ def test_a_whitespace_prompt_is_named_before_any_model_call(tmp_path, tiny_long_
     _write_stock(
         tmp_path, "blank", [good, {**good, "question": " \n "}], doc_to_text="{{question}}"
     )
-    _write_wrapper(tmp_path, "blank", "blank")
+    write_wrapper(tmp_path, "blank", "blank")
     with pytest.raises(ValueError, match=r"calib_blank: document 1 .*prompt is whitespace only"):
         lm_eval.simple_evaluate(
             model=tiny_long_lm, tasks=["calib_blank"], task_manager=_manager(tmp_path)
         )
     _write_stock(tmp_path, "empty", [good, {**good, "question": ""}], doc_to_text="{{question}}")
-    _write_wrapper(tmp_path, "empty", "empty")
+    write_wrapper(tmp_path, "empty", "empty")
     out = lm_eval.simple_evaluate(
         model=tiny_long_lm, tasks=["calib_empty"], task_manager=_manager(tmp_path)
     )
@@ -175,7 +158,7 @@ def test_a_whitespace_prompt_is_named_before_any_model_call(tmp_path, tiny_long_
 def test_several_gold_answers_are_refused_as_such(tmp_path):
     docs = [{"question": "q", "choices": ["a", "b", "c"], "answers": [0, 2]}]
     _write_stock(tmp_path, "multi", docs, doc_to_target="answers")
-    _write_wrapper(tmp_path, "multi", "multi")
+    write_wrapper(tmp_path, "multi", "multi")
     message = r"document 0 .*several gold answers \(\[0, 2\]\).*\(multiple_target\) are not supp"
     with pytest.raises(ValueError, match="calib_multi: " + message):
         _manager(tmp_path).load(["calib_multi"])
@@ -186,10 +169,10 @@ def test_a_task_that_is_not_multiple_choice_is_named(tmp_path):
         "task: gen\ndataset_path: json\noutput_type: generate_until\ndoc_to_text: q\n"
         "doc_to_target: a\n"
     )
-    _write_wrapper(tmp_path, "gen", "gen")
+    write_wrapper(tmp_path, "gen", "gen")
     with pytest.raises(ValueError, match="wraps 'gen', whose output_type is 'generate_until'"):
         _manager(tmp_path).load(["calib_gen"])
-    _write_wrapper(tmp_path, "nothing", "no_such_task")
+    write_wrapper(tmp_path, "nothing", "no_such_task")
     with pytest.raises(ValueError, match="wraps 'no_such_task', which is no task"):
         _manager(tmp_path).load(["calib_nothing"])
 

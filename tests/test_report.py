@@ -19,9 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.runs import save_run
 
 import calib_metrics as cm
 import calib_tasks
+from calib_metrics.histogram import canonical_order
 from calib_tasks.report.cli import main
 
 TASK = "calib_mmlu_mini"
@@ -49,10 +51,7 @@ def _harness_run(output_path: Path, model_args: str, seed: int, task_manager) ->
         evaluation_tracker=tracker,
         random_seed=seed,
     )
-    samples = results.pop("samples")
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task_name in results["configs"]:
-        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    save_run(results, output_path, tracker)
     (run_dir,) = output_path.iterdir()
     return run_dir
 
@@ -358,7 +357,7 @@ def test_runs_of_different_tasks_and_histogram_records(runs, tmp_path, capsys) -
     ]
     merged = cm.ConfidenceHistogram.merge(hists)
     metrics = cm.histogram_metrics(merged)
-    interval = cm.bootstrap_ci(histograms=cm.canonical_order(hists), metric="ece")
+    interval = cm.bootstrap_ci(histograms=canonical_order(hists), metric="ece")
     row = _row(summary, "calib_clm_mini", "pythia-1.4b")
     assert row[1] == str(merged.n)
     assert row[2] == f"{metrics['acc']:.3f}"

@@ -7,11 +7,12 @@ refused by name."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support.runs import write_records
+from support.summary import table_rows
 
 import calib_metrics as cm
 from calib_tasks.report.cli import main
@@ -37,42 +38,23 @@ def _records() -> list[dict]:
     return records
 
 
-def _write_run(folder: Path, records: list[dict]) -> Path:
-    """A run folder with the samples file of ``records`` (no results file); returns the file."""
-    folder.mkdir(parents=True)
-    path = folder / f"samples_{TASK}_2026-12-01T00-00-00.jsonl"
-    lines = [json.dumps({"doc_id": i, "filter": "none", "ece": r}) for i, r in enumerate(records)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _report(tmp_path: Path, records: list[dict], capsys) -> tuple[Path, str, str]:
     """calib-report of one run of ``records``: (samples file, summary.md, stderr); exit 0."""
-    samples = _write_run(tmp_path / RUN, records)
+    samples = write_records(tmp_path / RUN, TASK, records)
     out = tmp_path / "report"
     assert main([str(tmp_path / RUN), "--out", str(out)]) == 0
     return samples, (out / "summary.md").read_text(encoding="utf-8"), capsys.readouterr().err
 
 
-def _table(summary: str, heading: str) -> list[list[str]]:
-    """The body rows of the first table after ``heading``, as cells."""
-    section = summary.split(heading, 1)[1].split("\n#", 1)[0]
-    return [
-        [cell.strip() for cell in line.strip("|").split(" | ")]
-        for line in section.splitlines()
-        if line.startswith("| ") and not line.startswith("| ---")
-    ][1:]
-
-
 def _rules(summary: str) -> dict[str, list[str]]:
-    return {row[1]: row[2:] for row in _table(summary, "Confidence rules of")}
+    return {row[1]: row[2:] for row in table_rows(summary, "Confidence rules of")}
 
 
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> str:
     """summary.md of the undoctored records."""
     folder = tmp_path_factory.mktemp("clean")
-    _write_run(folder / RUN, _records())
+    write_records(folder / RUN, TASK, _records())
     assert main([str(folder / RUN), "--out", str(folder / "report")]) == 0
     return (folder / "report" / "summary.md").read_text(encoding="utf-8")
 
@@ -121,7 +103,7 @@ def test_a_bad_rule_part_leaves_its_record_out_of_that_rule_only(
     assert acc == f"{correct.mean():.3f}"
     assert ece.startswith(f"{cm.ece(confidence, correct):.3f} [")
     # the task's own table (sum rule) is untouched
-    assert _table(summary, f"## Task {TASK}") == _table(clean, f"## Task {TASK}")
+    assert table_rows(summary, f"## Task {TASK}") == table_rows(clean, f"## Task {TASK}")
 
 
 def test_bad_log_likelihoods_are_named_and_leave_out_temperature_scaling(tmp_path, capsys, clean):
@@ -135,8 +117,8 @@ def test_bad_log_likelihoods_are_named_and_leave_out_temperature_scaling(tmp_pat
     assert f"Not fitted: temperature: only {N - 1} of {N} records carry usable log-likelihoods" in (
         summary
     )
-    recalibrated = {row[0]: row[1:] for row in _table(summary, "Recalibration of")}
-    before = {row[0]: row[1:] for row in _table(clean, "Recalibration of")}
+    recalibrated = {row[0]: row[1:] for row in table_rows(summary, "Recalibration of")}
+    before = {row[0]: row[1:] for row in table_rows(clean, "Recalibration of")}
     assert "temperature" not in recalibrated
     assert recalibrated == {name: row for name, row in before.items() if name != "temperature"}
 
@@ -160,7 +142,7 @@ def test_a_record_without_option_probabilities_among_others_is_named(tmp_path, c
 
 
 def test_bins_beyond_what_the_data_can_fill_are_refused_by_name(tmp_path, capsys):
-    _write_run(tmp_path / RUN, _records())
+    write_records(tmp_path / RUN, TASK, _records())
     with pytest.raises(SystemExit) as refused:
         main([str(tmp_path / RUN), "--out", str(tmp_path / "report"), "--bins", "1000000"])
     assert refused.value.code == 2

@@ -10,13 +10,15 @@ from pathlib import Path
 import lm_eval
 import numpy as np
 import pytest
-from lm_eval.loggers import EvaluationTracker
 from lm_eval.tasks import TaskManager
+from support.harness import write_stock_task
+from support.runs import save_run
 
 import calib_metrics as cm
 from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions
-from calib_tasks.report.logged_choices import read_choice_records
+from calib_tasks.report.logged_choices import NORM, read_choice_records
+from calib_tasks.scoring.confidence_rules import SUM
 
 QUESTIONS = [
     ("Which is a colour?", ["red", "table", "seven", "walking home"], 0),
@@ -46,15 +48,6 @@ def _plain_task(folder: Path) -> TaskManager:
     return TaskManager(include_path=str(folder), include_defaults=False)
 
 
-def _save_run(out: dict, folder: Path) -> None:
-    """The harness's own output files of ``out`` (results and samples), as --output_path does."""
-    tracker = EvaluationTracker(output_path=str(folder))
-    samples = out.pop("samples")
-    tracker.save_results_aggregated(results=out, samples=samples)
-    for task, task_samples in samples.items():
-        tracker.save_results_samples(task_name=task, samples=task_samples)
-
-
 @pytest.fixture(scope="module")
 def plain_run(tmp_path_factory, tiny_long_lm) -> Path:
     folder = tmp_path_factory.mktemp("plain_run")
@@ -63,7 +56,7 @@ def plain_run(tmp_path_factory, tiny_long_lm) -> Path:
         model=tiny_long_lm, tasks=["plain_mc"], task_manager=manager, log_samples=True,
         bootstrap_iters=0,
     )  # fmt: skip
-    _save_run(out, folder / "out")
+    save_run(out, folder / "out")
     return folder / "out"
 
 
@@ -79,15 +72,7 @@ def test_a_plain_multiple_choice_run_is_scored_under_both_rules(plain_run, tmp_p
     # and the ECE is a brute-force recomputation from the logged log-likelihoods
     (samples_file,) = plain_run.rglob("samples_plain_mc_*.jsonl")
     for rule, normalise in (("sum", False), ("norm", True)):
-        confidence, correct = [], []
-        for line in samples_file.read_text().splitlines():
-            sample = json.loads(line)
-            lls = np.array([float(r[0]) for r in sample["filtered_resps"]])
-            if normalise:
-                lls = lls / np.array([len(c) for c in sample["doc"]["choices"]])
-            p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
-            confidence.append(p.max())
-            correct.append(int(np.argmax(lls) == sample["doc"]["answer"]))
+        confidence, correct = _brute_force(samples_file, _answer, normalise, "choices")
         numbers = entries[f"plain_mc [{rule}]"].numbers
         assert numbers.ece == pytest.approx(cm.ece(confidence, correct), abs=1e-12)
         assert numbers.n == len(QUESTIONS)
@@ -109,7 +94,7 @@ def test_the_wrapped_task_and_its_logged_run_agree(tmp_path, tiny_long_lm, task_
             if key in keys or key == "uninformative_scores":
                 sample.pop(key)
     out["results"]["calib_mmlu_mini"] = {"acc,none": calib["acc,none"], "alias": "mmlu"}
-    _save_run(out, tmp_path / "out")
+    save_run(out, tmp_path / "out")
     report = write_report([tmp_path / "out"], tmp_path / "report", ReportOptions())
     (entry,) = [e for e in report.entries if e.task == "calib_mmlu_mini [sum]"]
     assert entry.numbers.ece == calib["ece,none"]
@@ -151,7 +136,7 @@ def test_bad_lines_are_named_with_file_and_line(tmp_path):
     not_finite = dict(good, filtered_resps=[["nan", "False"], ["-2.0", "False"]])
     path.write_text("\n".join(json.dumps(s) for s in (good, out_of_range, not_finite)) + "\n{")
     logged = read_choice_records(path)
-    assert len(logged.records["sum"]) == len(logged.records["norm"]) == 1
+    assert len(logged.records[SUM]) == len(logged.records[NORM]) == 1
     assert [p.split(": ", 1)[0] for p in logged.problems] == [f"{path}:{n}" for n in (2, 3, 4)]
     assert "target '7' is neither an option index nor an option's text" in logged.problems[0]
     assert "non-finite" in logged.problems[1]
@@ -172,14 +157,14 @@ def test_a_group_is_pooled_into_one_entry(tmp_path, tiny_long_lm):
         model=tiny_long_lm, tasks=["plain_group"], task_manager=manager, log_samples=True,
         bootstrap_iters=0, limit=12,
     )  # fmt: skip
-    _save_run(out, tmp_path / "out")
+    save_run(out, tmp_path / "out")
     report = write_report([tmp_path / "out"], tmp_path / "report", ReportOptions())
     entries = {entry.task: entry for entry in report.entries}
     pooled = entries["plain_group [sum] (pooled)"]
-    members = entries["plain_mc [sum]"].records + entries["plain_mc_b [sum]"].records
-    assert pooled.records == members and pooled.numbers.n == 24
-    confidence = np.array([r["confidence"] for r in members])
-    correct = np.array([r["correct"] for r in members], dtype=float)
+    members = entries["plain_mc [sum]"].pool.records + entries["plain_mc_b [sum]"].pool.records
+    assert pooled.pool.records == members and pooled.numbers.n == 24
+    confidence = np.array([r.confidence for r in members])
+    correct = np.array([r.correct for r in members], dtype=float)
     assert pooled.numbers.ece == cm.ece(confidence, correct)
     assert "plain_group [norm] (pooled)" in entries
     assert "plain_group [sum] (pooled)" in report.summary.read_text()
@@ -208,21 +193,8 @@ def _digit_docs(options: list[str]) -> list[dict]:
 def _digit_task(folder: Path, name: str, docs: list[dict], **config: str) -> None:
     """A stock multiple_choice task ``name`` on ``docs`` (acc and acc_norm), ``config`` its
     doc_to_text / doc_to_choice / doc_to_target."""
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    task = {
-        "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
-        "output_type": "multiple_choice",
-        "doc_to_text": "Q: {{question}}\nA:",
-        "doc_to_choice": "{{options}}",
-        **config,
-        "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}],
-        "metadata": {"version": 1.0},
-    }
-    (folder / f"{name}.yaml").write_text(json.dumps(task))
+    template = {"doc_to_text": "Q: {{question}}\nA:", "doc_to_choice": "{{options}}"}
+    write_stock_task(folder, name, docs, **{**template, **config})
 
 
 #: Task -> (its documents, how each document's gold index is read off it, its config).
@@ -256,19 +228,26 @@ def digit_run(tmp_path_factory, tiny_long_lm) -> Path:
         model=tiny_long_lm, tasks=list(DIGIT_TASKS), task_manager=manager, log_samples=True,
         bootstrap_iters=0,
     )  # fmt: skip
-    _save_run(out, folder / "out")
+    save_run(out, folder / "out")
     return folder / "out"
 
 
-def _brute_force(samples_file: Path, gold_of, normalise: bool) -> tuple[list, list]:
-    """Confidence and correctness of every logged line, from its option log-likelihoods and
-    the gold the test reads off its document."""
+def _answer(doc: dict) -> int:
+    return doc["answer"]
+
+
+def _brute_force(
+    samples_file: Path, gold_of, normalise: bool, options: str = "options"
+) -> tuple[list, list]:
+    """Confidence and correctness of every logged line, from its option log-likelihoods (per
+    character of the document's ``options`` when ``normalise``) and the gold the test reads off
+    its document."""
     confidence, correct = [], []
     for line in samples_file.read_text().splitlines():
         sample = json.loads(line)
         lls = np.array([float(r[0]) for r in sample["filtered_resps"]])
         if normalise:
-            lls = lls / np.array([len(o) for o in sample["doc"]["options"]])
+            lls = lls / np.array([len(o) for o in sample["doc"][options]])
         p = np.exp(lls - lls.max()) / np.exp(lls - lls.max()).sum()
         confidence.append(p.max())
         correct.append(int(np.argmax(lls) == gold_of(sample["doc"])))
@@ -359,11 +338,11 @@ def test_the_gold_is_read_as_the_harness_read_it_or_the_line_is_a_problem(
     logged = read_choice_records(path, config)
     if problem is None:
         assert logged.problems == []
-        assert [r["label"] for r in logged.records["sum"]] == [1, gold]
+        assert [r.label for r in logged.records[SUM]] == [1, gold]
     else:
         assert len(logged.problems) == 1 and logged.problems[0].startswith(f"{path}:2: ")
         assert problem in logged.problems[0]
-        assert [r["label"] for r in logged.records["sum"]] == [1]
+        assert [r.label for r in logged.records[SUM]] == [1]
 
 
 def test_a_line_whose_acc_norm_the_norm_rule_does_not_reproduce_is_left_out_of_it(tmp_path):
@@ -372,8 +351,8 @@ def test_a_line_whose_acc_norm_the_norm_rule_does_not_reproduce_is_left_out_of_i
     line = _logged_line(["a", "bbbb"], [-1.0, -0.5], "0", acc=0.0, acc_norm=1.0)
     path.write_text(line + "\n")
     logged = read_choice_records(path, {"doc_to_target": "{{answer}}", "doc_to_choice": "x"})
-    assert [r["label"] for r in logged.records["sum"]] == [0]
-    assert logged.records["norm"] == []
+    assert [r.label for r in logged.records[SUM]] == [0]
+    assert logged.records[NORM] == []
     assert logged.problems == [
         f"{path}:1: the harness's acc_norm is 1 but the options' log-likelihoods per character "
         "of ['a', 'bbbb'] give 0; left out of the norm rule"

@@ -5,13 +5,15 @@ recalibration tables against recomputations."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
+from support.runs import write_records
+from support.summary import table_rows
 
 import calib_metrics as cm
+from calib_metrics.classwise import static_calibration_error
 from calib_metrics.recalibration import TemperatureScaling
 from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions
@@ -41,13 +43,6 @@ def _records(
     return records
 
 
-def _write_run(folder: Path, records: list[dict]) -> Path:
-    folder.mkdir(parents=True)
-    lines = [json.dumps({"doc_id": i, "filter": "none", "ece": r}) for i, r in enumerate(records)]
-    (folder / f"samples_{TASK}_2026-12-01T00-00-00.jsonl").write_text("\n".join(lines) + "\n")
-    return folder
-
-
 # sum rule: confidence 0.75, accuracy 0.45; letter rule: confidence 0.45 -> calibrated
 OVERCONFIDENT_SUM = ([0.45, 0.05, 0.05, 0.05], 0.45)
 # sum rule: confidence 0.5, accuracy 0.5 -> calibrated; letter rule: confidence 0.09
@@ -58,7 +53,9 @@ WORSE = ([0.09, 0.01, 0.01, 0.01], 0.3)
 
 def _report(tmp_path: Path, runs: dict[str, tuple]) -> str:
     """summary.md of the runs ``runs`` (name -> arguments of ``_records``)."""
-    folders = [_write_run(tmp_path / name, _records(*spec)) for name, spec in runs.items()]
+    folders = [tmp_path / name for name in runs]
+    for folder, spec in zip(folders, runs.values(), strict=True):
+        write_records(folder, TASK, _records(*spec))
     result = write_report(folders, tmp_path / "report", ReportOptions())
     return result.summary.read_text(encoding="utf-8")
 
@@ -76,18 +73,9 @@ def test_no_notice_when_every_ranking_agrees(tmp_path):
     assert "Confidence rules of calib_letters" in summary
 
 
-def _table_rows(summary: str, heading: str) -> list[list[str]]:
-    section = summary.split(heading, 1)[1].split("\n#", 1)[0]
-    return [
-        [c.strip() for c in line.strip("|").split(" | ")]
-        for line in section.splitlines()
-        if line.startswith("| ") and not line.startswith("| ---")
-    ][1:]
-
-
 def test_the_rule_table_equals_a_recomputation(tmp_path):
     summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM})
-    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    rows = {(r[0], r[1]): r[2:] for r in table_rows(summary, "Confidence rules of")}
     records = _records(*OVERCONFIDENT_SUM)
     labels = np.array([r["label"] for r in records])
     for rule in RULES:
@@ -98,7 +86,7 @@ def test_the_rule_table_equals_a_recomputation(tmp_path):
         row = rows[("run-a", rule.name)]
         assert row[0] == f"{correct.mean():.3f}"
         assert row[1] == f"{ece:.3f} [{interval.low:.3f}, {interval.high:.3f}]"
-        sce = cm.static_calibration_error(probs, labels) if rule.normalised else math.nan
+        sce = static_calibration_error(probs, labels) if rule.normalised else math.nan
         assert row[2] == (f"{sce:.3f}" if rule.normalised else "n/a")
     assert 0.28 < float(rows[("run-a", "sum")][1].split()[0]) < 0.32  # conf. 0.75, acc. 0.45
     assert float(rows[("run-a", "letter")][1].split()[0]) < 0.02
@@ -112,7 +100,7 @@ def test_recalibration_table_and_temperature(tmp_path):
     temperature = TemperatureScaling.fit(scores, labels).temperature
     assert temperature > 1  # overconfident
     assert f"Temperature fitted on all documents: {temperature:.3f} [" in summary
-    rows = {r[0]: r[1:] for r in _table_rows(summary, "Recalibration of calib_letters")}
+    rows = {r[0]: r[1:] for r in table_rows(summary, "Recalibration of calib_letters")}
     assert set(rows) == {"as measured", "temperature", "platt", "isotonic", "histogram"}
     before = float(rows["as measured"][0].split()[0])
     after = float(rows["temperature"][0].split()[0])
@@ -126,7 +114,7 @@ ONE_CHARACTER = "every option is one character long (answer letters)"
 
 def test_rules_that_coincide_with_the_sum_rule_say_why(tmp_path):
     summary = _report(tmp_path, {"run-a": OVERCONFIDENT_SUM, "run-b": CALIBRATED_SUM})
-    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    rows = {(r[0], r[1]): r[2:] for r in table_rows(summary, "Confidence rules of")}
     for run in ("run-a", "run-b"):  # the identical rows that the table explains
         assert rows[(run, "norm")] == rows[(run, "sum")] == rows[(run, "min")]
     assert f"{NORM_SAME} (run-a, run-b): {ONE_CHARACTER}, and a log-likelihood divided" in summary
@@ -138,7 +126,7 @@ def test_rules_that_coincide_with_the_sum_rule_say_why(tmp_path):
 
 def test_no_such_sentence_when_the_options_differ_in_length(tmp_path):
     summary = _report(tmp_path, {"run-a": (*OVERCONFIDENT_SUM, (1.0, 2.0, 3.0, 4.0))})
-    rows = {(r[0], r[1]): r[2:] for r in _table_rows(summary, "Confidence rules of")}
+    rows = {(r[0], r[1]): r[2:] for r in table_rows(summary, "Confidence rules of")}
     assert rows[("run-a", "norm")] != rows[("run-a", "sum")]
     assert NORM_SAME not in summary and ONE_CHARACTER not in summary
 
@@ -159,7 +147,7 @@ def test_the_recalibration_note_says_how_the_folds_were_made(tmp_path):
         ),
     }
     for name, (rows, words) in cases.items():
-        run = _write_run(tmp_path / name / "run", rows)
+        run = write_records(tmp_path / name / "run", TASK, rows).parent
         write_report([run], tmp_path / name / "report", ReportOptions())
         summary = (tmp_path / name / "report" / "summary.md").read_text()
         assert words in summary, name

@@ -24,13 +24,10 @@ from calib_tasks.report.labels import (
     training_step,
     unique_labels,
 )
-from calib_tasks.report.numbers import (
-    is_calib_result,
-    is_predict_only_result,
-    result_filters,
-    results_numbers,
-)
+from calib_tasks.report.numbers import results_numbers
+from calib_tasks.report.runs import is_calib_result, is_predict_only_result, result_filters
 from calib_tasks.report.samples import read_samples
+from calib_tasks.scoring.records import TOP_LABEL, parse_record
 
 
 @pytest.mark.parametrize(
@@ -168,13 +165,13 @@ def test_option_probabilities_are_validated(tmp_path: Path, change: dict, proble
     )
     samples = read_samples(path)
     assert samples.problems == [f"{path}:2: {problem}"]
-    assert samples.filters["none"].records == [GOOD_PROBS]
+    assert samples.filters["none"].records == [parse_record(GOOD_PROBS)]
 
 
 def test_a_record_without_probs_may_carry_a_label(tmp_path: Path) -> None:
     record = {"confidence": 0.9, "correct": 1, "letter_probs": [0.1, 0.2], "label": 7}
     samples = read_samples(_write_lines(tmp_path / "s_t_2025.jsonl", [json.dumps({"ece": record})]))
-    assert samples.problems == [] and samples.filters["none"].records == [record]
+    assert samples.problems == [] and samples.filters["none"].records == [parse_record(record)]
 
 
 def test_read_samples_takes_the_predict_only_record_under_bypass(tmp_path: Path) -> None:
@@ -188,8 +185,9 @@ def test_read_samples_takes_the_predict_only_record_under_bypass(tmp_path: Path)
         ],
     )
     samples = read_samples(path)
-    assert samples.kind == "top-label"
-    assert samples.filters["none"].records == [record, {"confidence": 0.2, "correct": 0}]
+    assert samples.kind == TOP_LABEL
+    expected = [record, {"confidence": 0.2, "correct": 0}]
+    assert samples.filters["none"].records == [parse_record(r) for r in expected]
     assert samples.problems == [f"{path}:3: no calib record under 'ece' (nor 'bypass')"]
 
 
@@ -204,8 +202,8 @@ def test_read_samples_splits_the_lines_by_filter(tmp_path: Path) -> None:
     samples = read_samples(path)
     assert list(samples.filters) == ["a", "b"]
     a, b = samples.filters["a"], samples.filters["b"]
-    assert [r["confidence"] for r in a.records] == [0.1, 0.2] and a.n_lines == 2
-    assert [r["confidence"] for r in b.records] == [0.3] and b.n_lines == 2
+    assert [r.confidence for r in a.records] == [0.1, 0.2] and a.n_lines == 2
+    assert [r.confidence for r in b.records] == [0.3] and b.n_lines == 2
     assert samples.n_documents == 3 and samples.n_lines == 5
 
 
@@ -286,8 +284,9 @@ def test_bad_parts_of_a_record_leave_it_out_of_what_uses_them(tmp_path: Path) ->
     assert samples.problems == []  # every line keeps its other numbers
     assert samples.filters["none"].lines == [1, 2, 3, 4, 5, 6]
     records = samples.filters["none"].records
-    assert records[0] == good and "probs_norm" not in records[1] and "probs_norm" not in records[2]
-    assert "loglikelihoods" not in records[4]
+    assert records[0] == parse_record(good)
+    assert "probs_norm" not in records[1].parts and "probs_norm" not in records[2].parts
+    assert "loglikelihoods" not in records[4].parts
     assert samples.left_out == [
         f"{path}:2: probs_norm must hold 3 values, one per option of probs, got 2; left out "
         "of the norm rule",

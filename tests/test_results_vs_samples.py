@@ -1,6 +1,7 @@
-"""Every calibration metric in the harness's results equals calib_metrics recomputed by brute
-force from the records in the samples file: one CLI run per task through the real harness, on
-the tiny model, driven by the metric table (a row without a reference here fails)."""
+"""Every calibration metric in the harness's results equals its brute-force recomputation from
+the records in the samples file (tests/support/brute_force.py: plain loops, not calib_metrics;
+HELM's rows: HELM's own package): one CLI run per task through the real harness, on the tiny
+model, driven by the metric table (a row without a reference here fails)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import math
 import calibration  # HELM's package (uncertainty-calibration), the peer of the helm_* keys
 import numpy as np
 import pytest
-from harness_run import read_output, run_cli
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
+from support import brute_force as bf
+from support.data import mini_pages
+from support.harness import run_cli
+from support.runs import read_output
 
-import calib_metrics as cm
 from calib_metrics.recalibration import (
     HistogramBinning,
     IsotonicCalibration,
@@ -47,39 +50,18 @@ RECALIBRATORS = {
 }
 
 
+#: Results and brute force agree to rounding: their sums run in other orders.
+TOLERANCE = 1e-12
+
+
 def _top_label(records):
     conf = np.array([r["confidence"] for r in records])
     return conf, np.array([r["correct"] for r in records], dtype=float)
 
 
 def _options(records, field="probs"):
-    return np.array([r[field] for r in records]), np.array([r["label"] for r in records])
-
-
-def _rule_top_label(records, field):
-    """(confidence, correct) of the first most probable option under the rule's field."""
-    conf, correct = [], []
-    for r in records:
-        probs = r[field]
-        best = max(range(len(probs)), key=lambda j: (probs[j], -j))
-        conf.append(min(probs[best], 1.0))
-        correct.append(float(best == r["label"]))
-    return np.array(conf), np.array(correct)
-
-
-def _classwise(records, field):
-    """Every (document, option) pair as one prediction, binned by one ECE."""
-    probs, labels = _options(records, field)
-    pairs = [
-        (p, float(j == y)) for row, y in zip(probs, labels, strict=True) for j, p in enumerate(row)
-    ]
-    return cm.ece(*map(np.array, zip(*pairs, strict=True)))
-
-
-def _sce(records, field):
-    probs, labels = _options(records, field)
-    k = probs.shape[1]
-    return sum(cm.ece(probs[:, j], (labels == j).astype(float)) for j in range(k)) / k
+    """Each document's option probabilities under the rule's ``field``, and the gold labels."""
+    return [r[field] for r in records], [r["label"] for r in records]
 
 
 def _groups(records):
@@ -99,104 +81,93 @@ def _temperature(scores, labels):
 
 
 def _recalibrated_ece(records, name):
+    """The brute-force ECE of the cross-fitted recalibration (the maps are calib_metrics'
+    own, checked against scipy in tests/test_metrics_recalibration.py)."""
     conf, correct = _top_label(records)
     if name == "temperature":
         scores = np.array([r["loglikelihoods"] for r in records])
         labels = np.array([r["label"] for r in records])
         probs = cross_fit(_temperature, scores, labels, groups=_groups(records))
-        return cm.ece(probs.max(axis=1), correct)
+        return bf.ece(probs.max(axis=1), correct)
     recalibrated = cross_fit(RECALIBRATORS[name], conf, correct, groups=_groups(records))
-    return cm.ece(np.clip(recalibrated, 0, 1), correct)
+    return bf.ece(np.clip(recalibrated, 0, 1), correct)
 
 
-def _merged(records):
-    return cm.ConfidenceHistogram.merge(
-        cm.ConfidenceHistogram.from_dict(r["histogram"]) for r in records
-    )
-
-
-def _tokens(records):
-    return cm.histogram_metrics(_merged(records))
+def _histograms(records):
+    return [r["histogram"] for r in records]
 
 
 def _interval(kind, records):
     if kind == HISTOGRAM:
-        histograms = (cm.ConfidenceHistogram.from_dict(r["histogram"]) for r in records)
-        return cm.bootstrap_ci(histograms=cm.canonical_order(histograms), metric="ece")
-    return cm.bootstrap_ci(*_top_label(records), metric="ece")
+        return bf.document_ece_interval(_histograms(records))
+    return bf.item_ece_interval(*_top_label(records))
 
 
 # (key, kind) -> brute-force reference from the records
 REFERENCES = {
     **{
         (key, kind): lambda records, fn=fn: fn(*_top_label(records))
-        for key, fn in (("ece", cm.ece), ("mce", cm.mce), ("auroc", cm.auroc))
+        for key, fn in (("ece", bf.ece), ("mce", bf.mce), ("auroc", bf.auroc))
         for kind in (TOP_LABEL, MULTICLASS)
     },
-    ("brier", TOP_LABEL): lambda records: cm.brier_top_label(*_top_label(records)),
-    ("brier", MULTICLASS): lambda records: cm.brier_multiclass(*_options(records)),
-    ("nll", MULTICLASS): lambda records: cm.nll(*_options(records)),
+    ("brier", TOP_LABEL): lambda records: bf.brier_top_label(*_top_label(records)),
+    ("brier", MULTICLASS): lambda records: bf.brier_multiclass(*_options(records)),
+    ("nll", MULTICLASS): lambda records: bf.nll(*_options(records)),
     **{
-        (key, HISTOGRAM): lambda records, name=name: _tokens(records)[name]
+        (key, HISTOGRAM): lambda records, name=name: bf.histogram_metrics(_histograms(records))[
+            name
+        ]
         for key, name in (
             ("acc", "acc"),
             ("ece", "ece"),
             ("mce", "mce"),
             ("brier", "brier_top_label"),
+            ("uninformative_scores", "uninformative"),
         )
     },
     **{
-        ("ece_ci_low", kind): lambda records, kind=kind: _interval(kind, records).low
+        ("ece_ci_low", kind): lambda records, kind=kind: _interval(kind, records)[0]
         for kind in (TOP_LABEL, MULTICLASS, HISTOGRAM)
     },
     **{
-        ("ece_ci_high", kind): lambda records, kind=kind: _interval(kind, records).high
+        ("ece_ci_high", kind): lambda records, kind=kind: _interval(kind, records)[1]
         for kind in (TOP_LABEL, MULTICLASS, HISTOGRAM)
     },
-    ("uninformative_scores", TOP_LABEL): lambda records: float(
-        cm.uninformative_reason(_top_label(records)[0]) is not None
-    ),
-    ("uninformative_scores", MULTICLASS): lambda records: float(
-        cm.uninformative_reason(_top_label(records)[0], option_probs=_options(records)[0])
-        is not None
-    ),
-    ("uninformative_scores", HISTOGRAM): lambda records: float(
-        cm.histogram_uninformative_reason(_merged(records)) is not None
+    ("uninformative_scores", TOP_LABEL): lambda records: bf.uninformative(_top_label(records)[0]),
+    ("uninformative_scores", MULTICLASS): lambda records: bf.uninformative(
+        _top_label(records)[0], _options(records)[0]
     ),
 }
 
-
-def _per_rule(records, field, base):
-    """The brute-force value of the option-probability metric ``base`` under ``field``."""
-    if base == "ece":
-        return cm.ece(*_rule_top_label(records, field))
-    if base == "brier":
-        return cm.brier_multiclass(*_options(records, field))
-    if base == "classwise_ece":
-        return _classwise(records, field)
-    assert base == "sce", base
-    return _sce(records, field)
+# option-probability metric -> its brute force under a rule's record field (multiclass records)
+PER_RULE = {
+    "ece": lambda records, field: bf.ece(*bf.top_label(*_options(records, field))),
+    "brier": lambda records, field: bf.brier_multiclass(*_options(records, field)),
+    "classwise_ece": lambda records, field: bf.classwise_ece(*_options(records, field)),
+    "sce": lambda records, field: bf.sce(*_options(records, field)),
+}
 
 
 def reference(metric, kind, records):
-    """The brute-force value of ``metric`` (a row of the table) on ``records`` of ``kind``, and
-    whether it must equal the results exactly (HELM's peer agrees to rounding only)."""
+    """The brute-force value of ``metric`` (a row of the table) on ``records`` of ``kind``; a
+    row without one fails the test."""
     if metric.recalibrator is not None:
-        return _recalibrated_ece(records, metric.recalibrator.name), True
+        return _recalibrated_ece(records, metric.recalibrator.name)
     if not metric.rule.suffix and (metric.key, kind) in REFERENCES:
-        return REFERENCES[(metric.key, kind)](records), True
+        return REFERENCES[(metric.key, kind)](records)
     base = metric.key.removesuffix(metric.rule.suffix) if metric.rule.suffix else metric.key
     if kind == TOP_LABEL:
-        top_label = _top_label(records)
+        confidence, correct = _top_label(records)
     else:
-        top_label = _rule_top_label(records, metric.rule.field)
-    confidence, correct = top_label[0], top_label[1].astype(int)  # HELM's package wants ints
+        confidence, correct = map(np.array, bf.top_label(*_options(records, metric.rule.field)))
+    correct = correct.astype(int)  # HELM's package wants ints
     if base == "helm_ece_10_bin":
-        return calibration.get_ece_em(confidence, correct, num_bins=10), False
+        return calibration.get_ece_em(confidence, correct, num_bins=10)
     if base == "helm_selective_acc_10":
-        return calibration.get_selective_stats(confidence, correct)[1], False
-    assert kind == MULTICLASS, (metric.key, kind)
-    return _per_rule(records, metric.rule.field, base), True
+        return calibration.get_selective_stats(confidence, correct)[1]
+    if kind == MULTICLASS and base in PER_RULE:
+        return PER_RULE[base](records, metric.rule.field)
+    pytest.fail(f"{metric.key}: no brute-force reference for {kind} records; write one")
 
 
 @pytest.fixture(scope="module")
@@ -234,9 +205,9 @@ def test_results_equal_brute_force_from_the_samples(cli_runs, task):
     rows = metric_table.metrics_for(kind, settings)
     assert {f"{m.key},none" for m in rows} <= set(metrics)
     for metric in rows:
-        expected, exact = reference(metric, kind, records)
+        expected = reference(metric, kind, records)
         found = metrics[f"{metric.key},none"]
-        assert found == (expected if exact else pytest.approx(expected, abs=1e-12)), metric.key
+        assert found == pytest.approx(expected, abs=TOLERANCE), metric.key
         assert results["higher_is_better"][task][metric.key] is metric.higher_is_better
     assert metrics["ece_ci_low,none"] <= metrics["ece,none"] <= metrics["ece_ci_high,none"]
     for key, value in metrics.items():
@@ -249,7 +220,7 @@ def test_mmlu_records_keep_what_breakdowns_need(cli_runs):
     results, samples = cli_runs("calib_mmlu_mini")
     records = [s["ece"] for s in samples]
     conf, correct = _top_label(records)
-    probs, _ = _options(records)
+    probs = np.array(_options(records)[0])
     assert results["results"]["calib_mmlu_mini"]["acc,none"] == correct.mean()
     assert all(r["category"] == SUBJECT_CATEGORY[r["subject"]] for r in records)
     assert np.allclose(probs.sum(axis=1), 1.0)
@@ -261,8 +232,7 @@ def test_clm_numbers_equal_the_backend_and_loglikelihood_rolling(cli_runs, tiny_
     metrics = results["results"]["calib_clm_mini"]
     records = [s["ece"] for s in samples]
     lm = HFLM(pretrained=str(tiny_model_dir), device="cpu", batch_size=8)
-    lines = (task_dir() / "data" / "clm_mini.jsonl").read_text().splitlines()
-    pages = [json.loads(line)["page"] for line in lines[: len(records)]]
+    pages = mini_pages(len(records))
     # the same numbers straight from the backend's per-token statistics on the same documents
     stats = lm.token_stats([Instance("token_stats", {}, ("", page), 0) for page in pages])
     confidence = np.concatenate(
@@ -272,7 +242,7 @@ def test_clm_numbers_equal_the_backend_and_loglikelihood_rolling(cli_runs, tiny_
     n_tokens = sum(len(lm.tok_encode(page)) for page in pages)
     assert confidence.size == n_tokens == sum(r["n_tokens"] for r in records)
     assert metrics["acc,none"] == pytest.approx(correct.mean(), abs=1e-12)
-    assert metrics["ece,none"] == pytest.approx(cm.ece(confidence, correct), abs=1e-9)
+    assert metrics["ece,none"] == pytest.approx(bf.ece(confidence, correct), abs=1e-9)
     # bits_per_byte equals the harness's own loglikelihood_rolling on the same pages
     rolling = lm.loglikelihood_rolling(
         [Instance("loglikelihood_rolling", {}, (page,), 0) for page in pages]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_model import build_tiny_model
+from support.tiny_model import build_tiny_model
 
 from calib_tasks.report.build import write_report
 from calib_tasks.report.entries import ReportOptions

@@ -16,10 +16,11 @@ import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import CacheHook, CachingLM
 from lm_eval.models.huggingface import HFLM
+from support.stats import assert_same_stats, stats_requests
+from support.tiny_model import WINDOW
 
 from calib_tasks.token_stats import REQUEST_TYPE, TokenStats, UnsupportedBackendError
 
-WINDOW = 64
 # the hf backend's device; CALIB_TEST_DEVICE=cuda reruns this module on a GPU
 DEVICE = os.environ.get("CALIB_TEST_DEVICE", "cpu")
 # the harness sums a window's float32 log-probabilities in float32: its own rounding grows with
@@ -36,10 +37,6 @@ PROSE = (
 @pytest.fixture(scope="module")
 def lm(tiny_model_dir: Path) -> HFLM:
     return HFLM(pretrained=str(tiny_model_dir), device=DEVICE, batch_size=1)
-
-
-def stats_requests(pairs: list[tuple[str, str]]) -> list[Instance]:
-    return [Instance(REQUEST_TYPE, {}, pair, i) for i, pair in enumerate(pairs)]
 
 
 def documents(docs: list[str]) -> list[Instance]:
@@ -98,13 +95,6 @@ class CallCounter:
             return original(inps, *args, **kwargs)
 
         monkeypatch.setattr(lm, "_model_call", counted)
-
-
-def assert_same_stats(a: TokenStats, b: TokenStats, atol: float = 1e-5) -> None:
-    assert a.n == b.n
-    np.testing.assert_allclose(a.true_logprob, b.true_logprob, rtol=0, atol=atol)
-    np.testing.assert_allclose(a.top1_logprob, b.top1_logprob, rtol=0, atol=atol)
-    np.testing.assert_array_equal(a.top1_is_true, b.top1_is_true)
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,37 +1,36 @@
 """Every backend of ``calib_tasks.token_stats.BACKENDS`` gives the hf backend's statistics.
 
-One row per backend: its model on the tiny GPT-2 (vLLM's and the completions server's fakes of
-tests/test_token_stats_backends.py answer from its logits) with the hf backend's windows, asked
-through the evaluator's dispatch ``getattr(lm, "token_stats")`` for the same documents and pairs.
-Adding a backend is its module, its spec in ``BACKENDS`` and its row here; a fourth backend,
-declared below as one spec, shows it.
+One row per backend and setting (batch size, concurrency, prompts as tokens or text): its model
+on the tiny GPT-2 (vLLM's and the completions server's fakes of tests/support/fakes.py answer
+from its logits) with the hf backend's windows, asked through the evaluator's dispatch
+``getattr(lm, "token_stats")`` for the same documents and pairs; a row also checks what its
+setting must show (how the prompts were batched, what was sent). Adding a backend is its module,
+its spec in ``BACKENDS`` and its row here; a fourth backend, declared below as one spec, shows it.
 """
 
 from __future__ import annotations
 
+import math
 import sys
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.api.model import LM, TemplateLM
 from lm_eval.models.dummy import DummyLM
 from lm_eval.models.huggingface import HFLM
-from test_token_stats_backends import (
-    REVERSED,
-    TEXT,
-    WINDOW,
+from support.fakes import (
     FakeCompletionsServer,
     completions_lm,
+    install_vllm_module,
     needs_api_extra,
     prompt_logsoftmax,
 )
-from test_token_stats_backends import VLLM as VLLMStandIn
+from support.stats import PAIRS, REVERSED, TEXT, assert_same_stats, stats_requests
+from support.tiny_model import WINDOW
 
 from calib_tasks.token_stats import (
     REQUEST_TYPE,
@@ -44,18 +43,7 @@ from calib_tasks.token_stats import (
 from calib_tasks.token_stats import backends as backends_module
 from calib_tasks.token_stats.windows import Plan, stats_by_prompt
 
-PAIRS = [
-    ("", TEXT[:30]),  # a document of one window
-    ("", TEXT),
-    ("", REVERSED * 2),  # four windows
-    ("The capital of France is", " Paris."),
-    ("Bob plays ", "the piano"),  # the space moves to the continuation
-    ("The capital of France is\n", "Paris"),  # the newline stays context, unscored
-    (TEXT, " Alice was born in London"),  # truncated from the left
-    *[("Answer: A B C D. Answer:", f" {letter}") for letter in "ABCD"],  # one model input
-    ("The capital of France is", " Paris."),  # a duplicate
-]
-REQUESTS = [Instance(REQUEST_TYPE, {}, pair, i) for i, pair in enumerate(PAIRS)]
+REQUESTS = stats_requests(PAIRS)
 
 
 class FourthLM(TemplateLM):
@@ -121,61 +109,123 @@ def reference(hf: HFLM) -> list[TokenStats]:
     return hf.token_stats(REQUESTS, disable_tqdm=True)
 
 
-def hf_row(request: pytest.FixtureRequest) -> LM:
+#: A row: the backend's model in one setting, and the check of what that setting must show,
+#: run after the statistics were compared.
+Row = Callable[..., tuple[LM, Callable[[], None]]]
+
+
+def nothing_more() -> None:
+    return None
+
+
+def hf_row(request: pytest.FixtureRequest, batch_size: int) -> tuple[LM, Callable[[], None]]:
     """Another batch size: other batches, the same statistics."""
     path = str(request.getfixturevalue("tiny_model_dir"))
-    return HFLM(pretrained=path, device="cpu", batch_size=1)
+    return HFLM(pretrained=path, device="cpu", batch_size=batch_size), nothing_more
 
 
-def vllm_row(request: pytest.FixtureRequest) -> LM:
+def vllm_row(
+    request: pytest.FixtureRequest, batch_size: int | str
+) -> tuple[LM, Callable[[], None]]:
     """The stand-in for lm_eval's VLLM, its module imported after calib_tasks.token_stats (so
-    the method is installed on first use); max_length 66 makes the hf backend's windows."""
-    module = types.ModuleType("lm_eval.models.vllm_causallms")
-    module.VLLM = type("VLLM", (VLLMStandIn,), {})  # type: ignore[attr-defined]
-    request.getfixturevalue("monkeypatch").setitem(sys.modules, module.__name__, module)
-    return module.VLLM(request.getfixturevalue("hf"), 2)  # type: ignore[attr-defined]
+    the method is installed on first use); max_length 66 makes the hf backend's windows. Each
+    distinct window sequence is one prompt, in batches of ``batch_size`` ("auto": one batch)."""
+    hf = request.getfixturevalue("hf")
+    lm = install_vllm_module(request.getfixturevalue("monkeypatch"))(hf, batch_size)
+
+    def batched() -> None:
+        prompts = sum(lm.calls)
+        # the windows of the documents TEXT[:30], TEXT and REVERSED * 2
+        windows = 1 + math.ceil(len(hf.tok_encode(TEXT)) / WINDOW)
+        windows += math.ceil(len(hf.tok_encode(REVERSED * 2)) / WINDOW)
+        windows += len(PAIRS) - 3 - 1  # one a pair, the duplicate's shared
+        assert prompts == windows
+        batches = 1 if batch_size == "auto" else math.ceil(prompts / batch_size)
+        assert len(lm.calls) == batches
+
+    return lm, batched
 
 
-def completions_row(request: pytest.FixtureRequest) -> LM:
-    """local-completions on the fake server; max_length 66 makes the hf backend's windows."""
+def completions_row(
+    request: pytest.FixtureRequest, **options: Any
+) -> tuple[LM, Callable[[], None]]:
+    """local-completions on the fake server with ``options``; max_length 66 makes the hf
+    backend's windows."""
     server = FakeCompletionsServer(request.getfixturevalue("hf"))
     request.getfixturevalue("monkeypatch").setattr("requests.post", server)
-    return completions_lm(request.getfixturevalue("tiny_model_dir"), batch_size=2)
+    lm = completions_lm(request.getfixturevalue("tiny_model_dir"), **options)
+
+    def sent() -> None:
+        # the first request, the alignment self-check's generation (one prompt), the others
+        assert [payload["echo"] for payload in server.payloads].count(False) == 1
+        assert server.payloads[1]["echo"] is False
+        for payload in server.payloads:
+            prompt = payload["prompt"]
+            if options.get("tokenized_requests", True):
+                assert all(isinstance(p, list) for p in prompt)
+            else:
+                assert isinstance(prompt, str if options["batch_size"] == 1 else list)
+            size = 1 if payload["echo"] is False else options["batch_size"]
+            assert len(prompt if isinstance(prompt, list) else [prompt]) <= size
+
+    return lm, sent
 
 
-def fourth_row(request: pytest.FixtureRequest) -> LM:
+def fourth_row(request: pytest.FixtureRequest) -> tuple[LM, Callable[[], None]]:
     request.getfixturevalue("fourth_backend")
-    return FourthLM(request.getfixturevalue("hf"))
+    return FourthLM(request.getfixturevalue("hf")), nothing_more
 
 
-ROWS: dict[str, Callable[[pytest.FixtureRequest], LM]] = {
+ROWS: dict[str, Row] = {
     "hf": hf_row,
     "vllm": vllm_row,
     "local-completions": completions_row,
     "fourth": fourth_row,
+}
+#: Per backend, the settings of its rows (keyword arguments of its row function).
+SETTINGS: dict[str, list[dict[str, Any]]] = {
+    "hf": [{"batch_size": 1}],
+    "vllm": [{"batch_size": 2}, {"batch_size": "auto"}],
+    "local-completions": [
+        {"batch_size": 1},
+        {"batch_size": 2},
+        {"batch_size": 3, "num_concurrent": 2},
+        {"batch_size": 1, "tokenized_requests": False},
+        {"batch_size": 2, "tokenized_requests": False},
+    ],
+    "fourth": [{}],
 }
 MARKS = {"local-completions": needs_api_extra}
 
 
 def test_every_backend_has_a_row():
     assert [spec.name for spec in backends_module.BACKENDS] + ["fourth"] == list(ROWS)
+    assert list(SETTINGS) == list(ROWS)
 
 
 @pytest.mark.parametrize(
-    "backend", [pytest.param(name, marks=MARKS.get(name, ())) for name in ROWS]
+    ("backend", "setting"),
+    [
+        pytest.param(
+            name,
+            setting,
+            marks=MARKS.get(name, ()),
+            id="-".join([name, *(f"{key}={value}" for key, value in setting.items())]),
+        )
+        for name in ROWS
+        for setting in SETTINGS[name]
+    ],
 )
-def test_backend_gives_the_hf_statistics(backend, request, reference):
-    lm = ROWS[backend](request)
+def test_backend_gives_the_hf_statistics(backend, setting, request, reference):
+    lm, check_setting = ROWS[backend](request, **setting)
     check_backend(lm)
     stats = getattr(lm, REQUEST_TYPE)(REQUESTS, disable_tqdm=True)
     (spec,) = [s for s in backends_module.BACKENDS if s.name == backend]
     assert vars(type(lm))[REQUEST_TYPE] is spec.token_stats  # installed from the spec
     assert len(stats) == len(reference)
     for got, want in zip(stats, reference, strict=True):
-        assert got.n == want.n
-        np.testing.assert_allclose(got.true_logprob, want.true_logprob, rtol=0, atol=1e-5)
-        np.testing.assert_allclose(got.top1_logprob, want.top1_logprob, rtol=0, atol=1e-5)
-        np.testing.assert_array_equal(got.top1_is_true, want.top1_is_true)
+        assert_same_stats(got, want)
+    check_setting()
 
 
 def test_a_fourth_backend_is_one_spec(hf, request):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_model import build_tiny_model
+from support.tiny_model import build_tiny_model
 
 import calib_metrics as cm
 from calib_tasks import task_dir
@@ -233,6 +233,7 @@ def test_full_vs_lora_end_to_end(model_dir: Path, tmp_path: Path, monkeypatch):
 
 def test_held_out_numbers_leave_out_the_tuning_facts(tmp_path: Path):
     from calib_tasks.report.entries import Entry
+    from calib_tasks.scoring.records import Pool, parse_record
 
     examples = [Example("q", "", "a", {"relation": "P36", "sub_label": "France"})]
     records = [
@@ -240,7 +241,8 @@ def test_held_out_numbers_leave_out_the_tuning_facts(tmp_path: Path):
         {"confidence": 0.6, "correct": 0, "relation": "P36", "sub_label": "Spain"},
         {"confidence": 0.2, "correct": 0, "relation": "P36", "sub_label": "Italy"},
     ]
-    entry = Entry(0, None, "x", "calib_facts_mini", None, records, "samples")  # type: ignore[arg-type]
+    pool = Pool([parse_record(r) for r in records])
+    entry = Entry(0, None, "x", "calib_facts_mini", None, pool, "samples")  # type: ignore[arg-type]
     held = held_out_numbers(entry, seen_facts(examples), ReportOptions())
     assert held is not None and held.n == 2 and held.acc == 0.0
     assert held.mean_confidence == pytest.approx(0.4)

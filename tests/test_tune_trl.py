@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_model import build_tiny_model
+from support.tiny_model import build_tiny_model
 
 from calib_tasks import task_dir
 from calib_tasks.tune.base_model import BaseModel

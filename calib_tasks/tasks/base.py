@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 from lm_eval.api.instance import Instance
 from lm_eval.api.samplers import FirstNSampler
@@ -219,3 +220,13 @@ class TokenStatsTask(CalibTask):
 
 
 preflight.install()
+
+
+def bundled_test_split(file_name: str) -> datasets.DatasetDict:
+    """The bundled JSON Lines file ``task_configs/data/<file_name>`` as a data set whose one
+    split is ``test`` (the offline ``_mini`` tasks' ``custom_dataset``)."""
+    from calib_tasks import task_dir
+
+    return datasets.DatasetDict(
+        {"test": datasets.Dataset.from_json(str(task_dir() / "data" / file_name))}
+    )

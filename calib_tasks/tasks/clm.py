@@ -21,7 +21,7 @@ from lm_eval.api.instance import Instance
 from calib_metrics import ConfidenceHistogram
 from calib_tasks.scoring import metric_table
 from calib_tasks.scoring.records import HISTOGRAM, histogram_record
-from calib_tasks.tasks.base import TokenStatsTask
+from calib_tasks.tasks.base import TokenStatsTask, bundled_test_split
 from calib_tasks.token_stats import TokenStats
 
 eval_logger = logging.getLogger(__name__)
@@ -92,7 +92,4 @@ class CalibCLMPileTask(CalibCLMTask):
 
 def load_mini(**_: Any) -> datasets.DatasetDict:
     """Bundled public-domain encyclopaedia prose, one ``page`` per document."""
-    from calib_tasks import task_dir
-
-    path = task_dir() / "data" / "clm_mini.jsonl"
-    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(path))})
+    return bundled_test_split("clm_mini.jsonl")

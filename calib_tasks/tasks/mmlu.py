@@ -16,7 +16,7 @@ import datasets
 from lm_eval.api.instance import Instance
 
 from calib_tasks.scoring.records import TOP_LABEL, top_label_record
-from calib_tasks.tasks.base import TokenStatsTask, probability
+from calib_tasks.tasks.base import TokenStatsTask, bundled_test_split, probability
 from calib_tasks.tasks.multiple_choice import CalibMultipleChoiceTask
 from calib_tasks.token_stats import TokenStats
 
@@ -150,7 +150,4 @@ class CalibMMLUVocabTask(TokenStatsTask, CalibMMLUTask):
 
 def load_mini(**_: Any) -> datasets.DatasetDict:
     """The bundled mini MMLU (real dev questions, cais/mmlu schema) as a one-split dataset."""
-    from calib_tasks import task_dir
-
-    path = task_dir() / "data" / "mmlu_mini.jsonl"
-    return datasets.DatasetDict({"test": datasets.Dataset.from_json(str(path))})
+    return bundled_test_split("mmlu_mini.jsonl")

@@ -1,13 +1,18 @@
 """Build a tiny random causal LM with a freshly trained byte-level BPE tokenizer, fully offline.
 
-The model is a 2-layer GPT-2 with a short context window (so rolling windows are exercised on
-short documents), saved with ``save_pretrained`` so that the harness's ``hf`` backend loads it by
-path exactly as it loads a hub model.
+The model is a 2-layer GPT-2 with a short context window, ``WINDOW`` tokens by default (so
+rolling windows are exercised on short documents), saved with ``save_pretrained`` so that the
+harness's ``hf`` backend loads it by path exactly as it loads a hub model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from support.data import mini_lines
+
+#: The tiny model's context window (``n_positions``) unless a test asks for another.
+WINDOW = 64
 
 TRAINING_TEXT = """\
 The following are multiple choice questions (with answers) about anatomy.
@@ -21,13 +26,7 @@ The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9 .,;:!?'"()-
 
 def _training_lines() -> list[str]:
     """A little text and the package's bundled mini data: real words become single tokens."""
-    from calib_tasks import task_dir
-
-    data = task_dir() / "data"
-    lines = TRAINING_TEXT.splitlines()
-    for name in ("mmlu_mini.jsonl", "clm_mini.jsonl"):
-        lines += (data / name).read_text(encoding="utf-8").splitlines()
-    return lines
+    return TRAINING_TEXT.splitlines() + mini_lines("mmlu_mini.jsonl") + mini_lines("clm_mini.jsonl")
 
 
 # The ChatML template of SmolLM2-135M-Instruct (and Qwen): the prompt ends with the assistant
@@ -41,7 +40,7 @@ CHATML_TEMPLATE = (
 def build_tiny_model(
     path: Path,
     *,
-    n_positions: int = 64,
+    n_positions: int = WINDOW,
     vocab_size: int = 2000,
     n_embd: int = 32,
     n_layer: int = 2,

@@ -1,4 +1,4 @@
-"""Helpers for running the real harness (CLI and Python API) in tests."""
+"""Running the real harness (CLI and Python API) in tests, and the local task folders it runs."""
 
 from __future__ import annotations
 
@@ -34,15 +34,15 @@ def evaluate(lm: Any, task_manager: Any, task: str, limit: int, **kwargs: Any) -
     )
 
 
-def read_output(output_path: Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """The results json and the samples (per task) that ``--output_path --log_samples`` wrote."""
-    (results_file,) = output_path.rglob("results_*.json")
-    results = json.loads(results_file.read_text())
-    samples: dict[str, list[dict[str, Any]]] = {}
-    for path in output_path.rglob("samples_*.jsonl"):
-        task = path.name[len("samples_") :].rsplit("_", 1)[0]
-        samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
-    return results, samples
+def local_data(folder: Path, name: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Write ``docs`` to ``folder/<name>.jsonl``; the task keys that read them as the test split."""
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    return {
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data)}},
+        "test_split": "test",
+    }
 
 
 def write_task(folder: Path, template: str, name: str, docs: list[dict[str, Any]], **config: Any):
@@ -52,15 +52,37 @@ def write_task(folder: Path, template: str, name: str, docs: list[dict[str, Any]
     tasks, whose index costs ~20 s)."""
     from lm_eval.tasks import TaskManager
 
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
     task = {
         "include": str(task_dir() / template),
         "task": name,
-        "dataset_path": "json",
-        "dataset_kwargs": {"data_files": {"test": str(data)}},
-        "test_split": "test",
+        **local_data(folder, name, docs),
         **config,
     }
     (folder / f"{name}.yaml").write_text(json.dumps(task))
     return TaskManager(include_path=str(folder), include_defaults=False)
+
+
+def write_stock_task(folder: Path, name: str, docs: list[dict[str, Any]], **config: Any) -> None:
+    """Write ``name``, a stock harness ``multiple_choice`` task (no calib wrapper) on ``docs``,
+    into ``folder``: ``config`` gives its ``doc_to_text``, ``doc_to_choice`` and
+    ``doc_to_target`` and overrides its ``metric_list`` (``acc`` and ``acc_norm``)."""
+    task = {
+        "task": name,
+        **local_data(folder, name, docs),
+        "output_type": "multiple_choice",
+        "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}],
+        "metadata": {"version": 1.0},
+        **config,
+    }
+    (folder / f"{name}.yaml").write_text(json.dumps(task))
+
+
+def write_wrapper(folder: Path, name: str, wraps: str) -> str:
+    """Write ``calib_<name>``, the package's multiple-choice wrapper of task ``wraps``, into
+    ``folder``; returns its name."""
+    (folder / f"calib_{name}.yaml").write_text(
+        f"task: calib_{name}\n"
+        "class: !function calib_tasks.multiple_choice.CalibMultipleChoiceTask\n"
+        f"wraps: {wraps}\n"
+    )
+    return f"calib_{name}"
