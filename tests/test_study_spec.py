@@ -17,9 +17,16 @@ from calib_tasks.report.entries import ReportOptions
 from calib_tasks.report.numbers import NAN, TaskNumbers
 from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.figures import SeriesPoint, write_metric_grid
-from calib_tasks.study.runner import evaluation_key, harness_args
+from calib_tasks.study.runner import evaluation_key, harness_args, slots
 from calib_tasks.study.scaling import study_summary
-from calib_tasks.study.spec import EvalSettings, PointSpec, StudyError, load_study, parse_study
+from calib_tasks.study.spec import (
+    EvalSettings,
+    Executor,
+    PointSpec,
+    StudyError,
+    load_study,
+    parse_study,
+)
 
 
 def _study(points_, **top):
@@ -95,11 +102,50 @@ def test_a_revision_of_a_local_folder_is_refused(tmp_path: Path):
         ({"num_fewshot": 1.5}, "field 'num_fewshot' must be an integer >= 0"),
         ({"points": []}, "field 'points' must be a non-empty list"),
         ({"tasks": []}, "field 'tasks' must name at least one task"),
+        (
+            {"executor": {"kind": "local", "paralel": 2}},
+            "field 'executor': unknown field 'paralel' (did you mean 'parallel'?)",
+        ),
+        (
+            {"executor": {"kind": "slurm"}},
+            "field 'executor.kind': unknown kind 'slurm' (known: local)",
+        ),
+        ({"executor": {"parallel": 0}}, "field 'executor.parallel' must be an integer >= 1"),
+        ({"executor": {"parallel": "2"}}, "field 'executor.parallel' must be an integer >= 1"),
+        ({"executor": {"parallel": True}}, "field 'executor.parallel' must be an integer >= 1"),
+        ({"executor": "local"}, "field 'executor' must be a mapping"),
     ],
 )
 def test_a_malformed_top_level_is_fatal(top, message):
     with pytest.raises(StudyError, match=re.escape(message)):
         parse_study(_study([{"name": "a", "model": "m"}], **top))
+
+
+def test_the_executor_defaults_to_points_in_sequence_and_takes_parallel():
+    points = [{"name": "a", "model": "m"}]
+    assert parse_study(_study(points)).executor == Executor("local", 1)
+    given = parse_study(_study(points, executor={"kind": "local", "parallel": 3}))
+    assert given.executor == Executor("local", 3)
+    assert parse_study(_study(points, executor={"parallel": 2})).executor == Executor("local", 2)
+
+
+def test_parallel_points_share_out_the_cores_and_the_visible_gpus():
+    cpu = EvalSettings(tasks=("t",), device="cpu")
+    assert slots(1, cpu, {}, cores=8)[0].env == {}  # in sequence: the whole machine, as before
+    two = slots(2, cpu, {"CUDA_VISIBLE_DEVICES": "0,1"}, cores=8)
+    assert [slot.env for slot in two] == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}] * 2
+    assert [slot.share for slot in two] == ["4 threads", "4 threads"]
+    assert slots(4, cpu, {}, cores=2)[0].share == "1 thread"
+    gpu = EvalSettings(tasks=("t",))
+    three = slots(3, gpu, {"CUDA_VISIBLE_DEVICES": "2,5"}, cores=6)
+    assert [slot.env["CUDA_VISIBLE_DEVICES"] for slot in three] == ["2", "5", "2"]
+    assert three[1].share == "GPU 5, 2 threads"
+    for given in ("cuda:1", "cpu"):  # a device the study names is left as it is
+        settings = EvalSettings(tasks=("t",), device=given)
+        assert (
+            "CUDA_VISIBLE_DEVICES" not in slots(2, settings, {"CUDA_VISIBLE_DEVICES": "0,1"})[0].env
+        )
+    assert "CUDA_VISIBLE_DEVICES" not in slots(2, gpu, {"CUDA_VISIBLE_DEVICES": "-1"})[0].env
 
 
 def test_load_study_reports_unreadable_files(tmp_path: Path):

@@ -1,5 +1,12 @@
 """``calib-study STUDY.yaml``: evaluate every point of a study, then report on all of them.
 
+``calib-study --status STUDY.yaml`` prints each point's state (done, running elsewhere, failed
+last time and why, not started) and runs nothing; exit status 0 (2 when the study file is
+unusable).
+
+The study file's ``executor`` block (``kind: local``, ``parallel: N``) runs up to N points at
+once, each its own harness process (``calib_tasks.study.runner.run_points_parallel``).
+
 Exit status (``calib_tasks.command_line.conventions``): 0 when every point has results
 (evaluated now or earlier) and the report was written, 1 when some point failed or was invalid
 (the others still ran and are reported) or the report could not be written or reported
@@ -27,6 +34,7 @@ from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.report import write_study_report
 from calib_tasks.study.runner import PointOutcome, run_points
 from calib_tasks.study.spec import StudyError, load_study
+from calib_tasks.study.status import print_status
 
 
 def parser() -> argparse.ArgumentParser:
@@ -42,6 +50,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("study", type=Path, metavar="STUDY.yaml", help="the study file")
     p.add_argument(
         "--no-report", action="store_true", help="evaluate the points only, write no report"
+    )
+    p.add_argument(
+        "--status",
+        action="store_true",
+        help="print the state of each point (done, running elsewhere, failed, not started) "
+        "and run nothing",
     )
     return p
 
@@ -68,8 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"calib-study: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     layout = StudyLayout(study.output_dir)
+    if args.status:
+        print_status(study.points, study.settings, layout, sys.stdout)
+        return EXIT_OK
     try:
-        outcomes = run_points(study.points, study.settings, layout)
+        outcomes = run_points(
+            study.points, study.settings, layout, parallel=study.executor.parallel
+        )
     except KeyboardInterrupt:
         print(
             "\ncalib-study: interrupted; finished points are kept, run the study again to resume",

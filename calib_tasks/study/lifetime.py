@@ -17,11 +17,15 @@ import fcntl
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# process groups started by run_tied that are not reaped yet (so that their pids name them)
+_running: set[int] = set()
+_running_lock = threading.Lock()
 
 
 class LockHeld(Exception):
@@ -56,6 +60,34 @@ def take_lock(path: Path, *, wait: bool = False) -> TextIO:
     return lock
 
 
+def lock_holder(path: Path) -> LockHeld | None:
+    """Whether another open file holds the lock on ``path`` (a LockHeld naming the pid written
+    into it), without taking the lock for longer than a moment and without writing into the
+    file; None when the lock is free or the file missing."""
+    try:
+        probe = path.open("r", encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    with probe:
+        try:
+            fcntl.flock(probe.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = probe.read().strip()
+            return LockHeld(path, int(text) if text.isdigit() else None)
+        fcntl.flock(probe.fileno(), fcntl.LOCK_UN)
+    return None
+
+
+def kill_running() -> int:
+    """Kill (SIGKILL) the process group of every command that ``run_tied`` is running now, in
+    any thread of this process; their ``run_tied`` calls then return. Returns how many."""
+    with _running_lock:
+        for pid in _running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        return len(_running)
+
+
 def _die_with_this_process() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has the kernel SIGKILL the child when the calling thread of this
     process ends, and ends the child at once if that already happened; None where ``prctl``
@@ -80,15 +112,20 @@ def run_tied(command: Sequence[str], **popen: Any) -> int:
     of its own that does not outlive this call: when the command exits, or the wait is
     interrupted (Ctrl-C, any exception), whatever is left of the group is killed; and where
     Linux's parent-death signal is available, the command is killed when this process dies in
-    any way, SIGKILL included."""
-    proc = subprocess.Popen(
-        command, start_new_session=True, preexec_fn=_die_with_this_process(), **popen
-    )
+    any way, SIGKILL included (from whichever thread of this process called it: the signal
+    follows the calling thread). ``kill_running`` kills it from another thread."""
+    with _running_lock:
+        proc = subprocess.Popen(
+            command, start_new_session=True, preexec_fn=_die_with_this_process(), **popen
+        )
+        _running.add(proc.pid)
     try:
         # exited but not reaped, so that its pid still names its group for killpg
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        with _running_lock:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            _running.discard(proc.pid)
         proc.wait()
     return proc.returncode

