@@ -21,8 +21,8 @@ cat <<'PLAN'
    calib_mmlu_mini   279 MMLU questions, zero-shot: 1,116 option log-likelihoods
    calib_facts_mini  1,100 facts: one first-object-token prediction each
    calib_clm_mini    the first 10 of 22 encyclopaedia documents: about 7,700 token predictions
-   then calib-report. About 3 minutes on an idle 2-core x86-64 machine (AVX2), 40 s of it loading
-   the model; about twice as long when another job shares the cores.
+   then calib-report. About 250 CPU-seconds: 2 min 21 s on an idle 2-core x86-64 machine (AVX2);
+   the wall time grows with whatever else shares the cores.
 PLAN
 clm_documents='{"calib_clm_mini": [0,1,2,3,4,5,6,7,8,9]}'
 echo "== calib-eval"
