@@ -70,6 +70,13 @@ def _run(argv: list[str]) -> tuple[int, str]:
     return code, out.getvalue()
 
 
+def _sigint_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, so that its Python raises KeyboardInterrupt: a
+    test suite started as a shell's background job (``make test &``) inherits SIGINT ignored,
+    and Python keeps an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_study(study: Path, output: Path) -> subprocess.Popen:
     with output.open("w") as sink:
         return subprocess.Popen(
@@ -77,6 +84,7 @@ def _start_study(study: Path, output: Path) -> subprocess.Popen:
             stdout=sink,
             stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=_sigint_as_in_a_terminal,
         )
 
 
