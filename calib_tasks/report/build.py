@@ -9,11 +9,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import calib_metrics as cm
 from calib_tasks.render.html_page import render_html
 from calib_tasks.render.markdown import render_markdown
-from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
-from calib_tasks.report.breakdown import breakdown, breakdown_fields
+from calib_tasks.render.text import LEVEL, fmt
 from calib_tasks.report.entries import Entry, ReportOptions, task_entries
 from calib_tasks.report.figures import (
     ComparisonPoint,
@@ -30,21 +28,10 @@ from calib_tasks.report.labels import (
 )
 from calib_tasks.report.notes import Notes
 from calib_tasks.report.numbers import NAN
-from calib_tasks.report.recalibration import DRAWN, Recalibration, recalibration
-from calib_tasks.report.rules import rule_rows
 from calib_tasks.report.runs import Run, find_run_files, read_run
-from calib_tasks.report.summary import (
-    TITLE,
-    EntryFiles,
-    breakdown_document,
-    ece_text,
-    slug,
-    summary_blocks,
-)
-from calib_tasks.scoring.metric_table import EQUAL_MASS
+from calib_tasks.report.summary import TITLE, ece_text, summary_blocks
+from calib_tasks.report.tables import BREAKDOWNS, FIGURES, EntryFiles, entry_tables, slug
 
-FIGURES = "figures"
-BREAKDOWNS = "breakdowns"
 SUMMARY = "summary.md"
 HTML = "report.html"
 
@@ -72,34 +59,8 @@ class ReportResult:
         return [e for e in self.entries if e.run.files.folder.is_relative_to(folder)]
 
 
-def _recalibrated_diagram(
-    entry: Entry, recalibrated: Recalibration | None, stem: Path, options: ReportOptions
-) -> bool:
-    """Draw the entry's reliability diagram after the recalibrator ``DRAWN`` for its kind of
-    records (cross-fitted; the report's binning), when it was fitted."""
-    if recalibrated is None or entry.predictions is None:
-        return False
-    name = DRAWN.get(entry.predictions.kind)
-    row = next((r for r in recalibrated.rows[1:] if r.recalibrator.name == name), None)
-    if row is None:
-        return False
-    ece = ece_with_interval(row.ece.estimate, row.ece.low, row.ece.high)
-    write_reliability_diagram(
-        stem,
-        cm.reliability_bins(
-            row.confidence, row.correct, n_bins=options.n_bins, strategy=options.binning
-        ),
-        title=f"{entry.task}: {entry.label}, after cross-fitted {name} scaling",
-        stats=f"n = {row.correct.size}, ECE = {ece} ({LEVEL} CI)",
-        binning=binning_text(options.n_bins, options.binning),
-        observed=(float(row.confidence.min()), float(row.confidence.max()))
-        if options.binning == EQUAL_MASS
-        else None,
-    )
-    return True
-
-
 def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFiles:
+    """Draw the entry's reliability diagram and compute its ``TABLES`` (writing their files)."""
     name = f"{slug(entry.task)}__run{entry.position + 1}-{slug(entry.label)}"
     numbers = entry.numbers
     diagram = None
@@ -119,26 +80,7 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
             binning=numbers.binning,
             observed=numbers.observed,
         )
-    tables = {}
-    if entry.predictions is not None:
-        pool = entry.predictions
-        tables = {field: breakdown(pool, field, options) for field in breakdown_fields(pool)}
-    recalibrated = recalibration(entry, options)
-    after = f"{FIGURES}/reliability_recalibrated__{name}"
-    if not _recalibrated_diagram(entry, recalibrated, out_dir / after, options):
-        after = None
-    files = EntryFiles(
-        diagram,
-        f"{BREAKDOWNS}/{name}.md" if tables else None,
-        tables,
-        rule_rows(entry, options),
-        recalibrated,
-        after,
-    )
-    if files.breakdown:
-        text = render_markdown(breakdown_document(entry, files))
-        (out_dir / files.breakdown).write_text(text, encoding="utf-8")
-    return files
+    return EntryFiles(diagram, entry_tables(entry, options, out_dir, name))
 
 
 def _comparison(

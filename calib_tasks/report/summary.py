@@ -11,10 +11,7 @@ and MCE of NOT MEASURED ones are in parentheses after the marker) and in its bre
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import calib_metrics as cm
 from calib_tasks.render.document import (
@@ -22,7 +19,6 @@ from calib_tasks.render.document import (
     Block,
     Bullets,
     Code,
-    Collapsed,
     Figure,
     Heading,
     Link,
@@ -31,32 +27,13 @@ from calib_tasks.render.document import (
     Text,
 )
 from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
-from calib_tasks.report.breakdown import BreakdownRow
 from calib_tasks.report.entries import Entry, ReportOptions
-from calib_tasks.report.recalibration import Recalibration
-from calib_tasks.report.rules import COLUMNS, WHY_SAME, RuleRow, flip_notice
 from calib_tasks.report.runs import Run
+from calib_tasks.report.tables import BREAKDOWN, TABLES, EntryFiles, slug
 from calib_tasks.scoring import metric_table
 
 TITLE = "Calibration report"
 NOT_MEASURED = "NOT MEASURED"
-
-
-@dataclass(frozen=True)
-class EntryFiles:
-    """The files written for an entry, relative to the report folder (stems without suffix)."""
-
-    diagram: str | None
-    breakdown: str | None
-    breakdown_tables: dict[str, list[BreakdownRow]]
-    rules: list[RuleRow]
-    recalibration: Recalibration | None
-    recalibrated_diagram: str | None
-
-
-def slug(text: str) -> str:
-    """A file- and anchor-safe form of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._]+", "-", text).strip("-").lower() or "x"
 
 
 def ece_text(entry: Entry) -> str:
@@ -133,9 +110,10 @@ def _task_table(entries: Sequence[Entry], files: dict[tuple[int, str], EntryFile
             if links.diagram
             else ["none"]
         )
+        breakdowns = BREAKDOWN.value(links)
         breakdown: Text = (
-            [Link("table", links.breakdown, slug(f"bd-{links.breakdown}"))]
-            if links.breakdown
+            [Link("table", breakdowns.file, slug(f"bd-{breakdowns.file}"))]
+            if breakdowns
             else ["none"]
         )
         mce = fmt(n.mce)
@@ -213,149 +191,6 @@ def _results_table(entries: Sequence[Entry]) -> list[Block]:
     ]
 
 
-def _interval_text(interval: cm.ConfidenceInterval | None) -> str:
-    if interval is None:
-        return "n/a"
-    return ece_with_interval(interval.estimate, interval.low, interval.high)
-
-
-def _rule_cell(row: RuleRow) -> Text:
-    """The rule's name, with an INCOMPLETE marker when it left some of the entry's records out."""
-    if row.n == row.of:
-        return [row.rule.name]
-    return [row.rule.name, " ", Alert(f"INCOMPLETE: {row.n} of {row.of} records")]
-
-
-def _same_as_sum_text(rows: Sequence[RuleRow]) -> str:
-    """Why rules give the sum rule's numbers, for every rule that does so for some run."""
-    runs: dict[str, list[str]] = {}
-    for row in rows:
-        if row.same_as_sum:
-            runs.setdefault(row.rule.name, []).append(row.entry.label)
-    return " ".join(
-        f"The {name} rule gives the sum rule's option probabilities in every record "
-        f"({', '.join(labels)}): {WHY_SAME[name]}."
-        for name, labels in runs.items()
-    )
-
-
-def _rules_blocks(rows: Sequence[RuleRow], notice: str | None) -> list[Block]:
-    """The task's table of confidence rules x metrics (one row per run and rule), saying why
-    rules coincide with the sum rule where they do and marking the rows of a rule that left
-    records out (see the notes for which)."""
-    if not rows or {row.rule.name for row in rows} == {"sum"} and notice is None:
-        return []
-    described = "; ".join(
-        f"{r.name}: {r.description}" for r in dict.fromkeys(row.rule for row in rows)
-    )
-    words = [
-        "How confidence is read off the model, each rule's numbers from the same records, with "
-        f"the report's binning ({described}); n/a: the rule's probabilities do not sum to 1 "
-        "over the options.",
-        "A rule marked INCOMPLETE is computed only on the records that hold usable "
-        "probabilities under it (the notes name the lines a task's samples file left out)."
-        if any(row.n < row.of for row in rows)
-        else "",
-        _same_as_sum_text(rows),
-    ]
-    body: list[list[Text]] = [
-        [
-            [row.entry.label],
-            _rule_cell(row),
-            [fmt(row.acc)],
-            [_interval_text(row.ece_interval)],
-            *[[fmt(row.values[column])] for column in COLUMNS[1:]],
-        ]
-        for row in rows
-    ]
-    blocks: list[Block] = [
-        Heading(
-            f"Confidence rules of {rows[0].entry.task}", 3, slug(f"rules-{rows[0].entry.task}")
-        ),
-        Paragraph([" ".join(part for part in words if part)]),
-        Table(
-            ["run", "rule", "acc", f"ECE [{LEVEL} CI]", *COLUMNS[1:]],
-            body,
-            right=frozenset(range(2, len(COLUMNS) + 3)),
-        ),
-    ]
-    if notice:
-        blocks.insert(1, Paragraph([Alert(notice)]))
-    return blocks
-
-
-def _recalibration_blocks(entry: Entry, files: EntryFiles) -> list[Block]:
-    """The entry's calibration after each cross-fitted recalibrator, and its temperature."""
-    recalibrated = files.recalibration
-    if recalibrated is None or len(recalibrated.rows) < 2:
-        return []
-    body: list[list[Text]] = [
-        [
-            [row.recalibrator.name if row.recalibrator else "as measured"],
-            [_interval_text(row.ece)],
-            [_interval_text(row.sce)],
-            [_interval_text(row.brier)],
-        ]
-        for row in recalibrated.rows
-    ]
-    words = [
-        f"Recalibrated, cross-fitted (each item's map fitted on the other folds; "
-        f"{recalibrated.folds}; {LEVEL} intervals resample the items of the out-of-fold "
-        "predictions). Brier: of the top label. "
-    ]
-    if recalibrated.temperature is not None:
-        t = recalibrated.temperature
-        interval = recalibrated.temperature_interval
-        if interval is not None:
-            shown = _interval_text(interval)
-        elif math.isfinite(t):
-            shown = f"{fmt(t)} (no interval: on some resamples no finite temperature is best)"
-        else:
-            shown = "inf"
-        words.append(
-            f"Temperature fitted on all documents: {shown} (> 1: overconfident; inf: the scores "
-            "say nothing of the gold option, the best map makes every option equally likely). "
-        )
-    if recalibrated.skipped:
-        words.append("Not fitted: " + "; ".join(recalibrated.skipped) + ".")
-    blocks: list[Block] = [
-        Heading(
-            f"Recalibration of {entry.task}, {entry.label}",
-            3,
-            slug(f"recal-{entry.task}-{entry.position}-{entry.label}"),
-        ),
-        Paragraph(["".join(words).strip()]),
-        Table(["recalibrator", "ECE", "SCE", "Brier"], body, right=frozenset({1, 2, 3})),
-    ]
-    if files.recalibrated_diagram:
-        stem = files.recalibrated_diagram
-        blocks.append(
-            Figure(f"{stem}.png", f"{stem}.svg", f"Reliability after recalibration, {entry.task}")
-        )
-    return blocks
-
-
-def _alert_paragraphs(entry: Entry) -> list[Block]:
-    return [Paragraph([Alert(alert)]) for alert in entry.alerts]
-
-
-def _breakdown_blocks(files: EntryFiles) -> list[Block]:
-    blocks: list[Block] = []
-    for field, rows in files.breakdown_tables.items():
-        blocks.append(Heading(f"Per {field}", 4, slug(f"bd-{files.breakdown}-{field}")))
-        blocks.append(breakdown_table(field, rows))
-    return blocks
-
-
-def breakdown_table(field: str, rows: Sequence[BreakdownRow]) -> Table:
-    """A breakdown as a table: one row per group."""
-    body: list[list[Text]] = [
-        [[row.group], [str(row.n)], [fmt(row.acc)], [fmt(row.mean_confidence)], [fmt(row.ece)]]
-        for row in rows
-    ]
-    return Table([field, "n", "acc", "mean confidence", "ECE"], body, right=frozenset({1, 2, 3, 4}))
-
-
 def summary_blocks(
     runs: Sequence[Run],
     labels: Sequence[str],
@@ -367,7 +202,9 @@ def summary_blocks(
     options: ReportOptions,
 ) -> list[Block]:
     """The whole report. ``runs``/``labels`` are in report order (``order_by`` says what that
-    order follows); ``comparison`` is the comparison figure's stem, if one was drawn."""
+    order follows); ``files`` are the entries' diagrams and ``TABLES`` values by (position,
+    task), each table's blocks following its task's tables or its entry's diagram;
+    ``comparison`` is the comparison figure's stem, if one was drawn."""
     blocks: list[Block] = [
         Heading(TITLE, 1, "top"),
         Paragraph(
@@ -387,13 +224,23 @@ def summary_blocks(
             Paragraph([f"In report order (by {order_by})."]),
             _runs_table(runs, labels),
         ]
-    rule_rows = {
-        task: [row for e in entries if e.task == task for row in files[(e.position, e.task)].rules]
-        for task in sorted({e.task for e in entries})
+    tasks = sorted({e.task for e in entries})
+    values = {
+        (task, table.name): [
+            value
+            for e in entries
+            if e.task == task and (value := table.value(files[(e.position, task)])) is not None
+        ]
+        for task in tasks
+        for table in TABLES
     }
-    notices = {task: flip_notice(rows) for task, rows in rule_rows.items()}
     warnings = [item for e in entries for item in _alert_items(e, f"{e.task}, {e.label}")]
-    warnings += [[Alert(f"{task}: {notice}")] for task, notice in notices.items() if notice]
+    warnings += [
+        [Alert(f"{task}: {warning}")]
+        for task in tasks
+        for table in TABLES
+        for warning in table.warnings(values[(task, table.name)])
+    ]
     if warnings:
         blocks += [Heading("Warnings", 2, "warnings"), Bullets(warnings)]
     if notes:
@@ -405,7 +252,7 @@ def summary_blocks(
         ]
     if not entries:
         blocks.append(Paragraph(["Nothing could be reported: see the notes above."]))
-    for task in sorted({e.task for e in entries}):
+    for task in tasks:
         task_entries = [e for e in entries if e.task == task]
         blocks.append(Heading(f"Task {task}", 2, slug(f"task-{task}")))
         alerts = [item for e in task_entries for item in _alert_items(e, e.label)]
@@ -415,8 +262,9 @@ def summary_blocks(
             _task_table(task_entries, files),
             _task_notes(task_entries, options),
             *_results_table(task_entries),
-            *_rules_blocks(rule_rows[task], notices[task]),
         ]
+        for table in TABLES:
+            blocks += table.task_blocks(values[(task, table.name)])
         for entry in task_entries:
             entry_files = files[(entry.position, entry.task)]
             if entry_files.diagram:
@@ -430,30 +278,8 @@ def summary_blocks(
                         f"Reliability diagram of {task}, {entry.label}",
                     )
                 )
-            blocks += _recalibration_blocks(entry, entry_files)
-            if entry_files.breakdown:
-                blocks.append(
-                    Collapsed(
-                        f"Breakdown of {task}, {entry.label}",
-                        slug(f"bd-{entry_files.breakdown}"),
-                        _alert_paragraphs(entry) + _breakdown_blocks(entry_files),
-                    )
-                )
-    return blocks
-
-
-def breakdown_document(entry: Entry, files: EntryFiles) -> list[Block]:
-    """The Markdown file of one entry's breakdowns."""
-    blocks: list[Block] = [
-        Heading(f"Breakdown of {entry.task}, {entry.label}", 1, "top"),
-        Paragraph(
-            [
-                f"ECE with {entry.numbers.binning}, computed on each group's records "
-                "alone (small groups give noisy ECE)."
-            ]
-        ),
-        *_alert_paragraphs(entry),
-    ]
-    for field, rows in files.breakdown_tables.items():
-        blocks += [Heading(f"Per {field}", 2, field), breakdown_table(field, rows)]
+            for table in TABLES:
+                value = table.value(entry_files)
+                if value is not None:
+                    blocks += table.entry_blocks(entry, value)
     return blocks
