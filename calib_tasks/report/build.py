@@ -122,7 +122,16 @@ def _run_labels(runs: Sequence[Run], names: Mapping[Path, str]) -> list[str]:
             named[0] if named else run_label(run.model_args, run.model, run.files.folder.name)
         )
     tasks = [run.tasks for run in runs]
-    return unique_labels(with_differences(given, [run.model_args for run in runs], tasks), tasks)
+    compared = [_compared_args(run) for run in runs]
+    return unique_labels(with_differences(given, compared, tasks), tasks)
+
+
+def _compared_args(run: Run) -> dict[str, str]:
+    """The model arguments that labels tell ``run`` apart by: its own, and where they set no
+    ``dtype``, the dtype the harness reports loading the model in, marked ``(default)``."""
+    if "dtype" in run.model_args or run.model_dtype is None:
+        return dict(run.model_args)
+    return {**run.model_args, "dtype": f"{run.model_dtype} (default)"}
 
 
 def write_report(

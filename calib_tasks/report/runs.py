@@ -46,6 +46,9 @@ class Run:
     configs: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Each group's members (tasks or groups), as the results file's ``group_subtasks``.
     group_subtasks: dict[str, list[str]] = field(default_factory=dict)
+    #: The dtype the harness reports the model was loaded in (``config.model_dtype``, without
+    #: ``torch.``), None when the results file does not say.
+    model_dtype: str | None = None
 
     def group_tasks(self, group: str) -> list[str]:
         """The tasks of ``group``, those of its member groups included, sorted."""
@@ -135,6 +138,12 @@ def _n_samples(results: dict[str, Any]) -> dict[str, int]:
     return counts
 
 
+def _model_dtype(value: Any) -> str | None:
+    """``config.model_dtype`` of a results file (``"torch.float32"``) as ``"float32"``; None
+    when it is absent or not a string."""
+    return value.removeprefix("torch.") if isinstance(value, str) and value else None
+
+
 def read_run(files: RunFiles, notes: Notes) -> Run:
     """The run's model, model arguments and per-task metrics from its results file; a missing
     or unreadable results file is noted and leaves them empty (the samples may still serve)."""
@@ -171,6 +180,7 @@ def read_run(files: RunFiles, notes: Notes) -> Run:
         files=files,
         model=str(model) if model is not None else None,
         model_args=parse_model_args(config.get("model_args")),
+        model_dtype=_model_dtype(config.get("model_dtype")),
         metrics=metrics,
         n_samples=_n_samples(results),
         groups=_group_names(results),
