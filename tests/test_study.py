@@ -36,7 +36,7 @@ from calib_tasks.study import report as study_report
 from calib_tasks.study import runner
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
-from calib_tasks.study.lifetime import take_lock
+from calib_tasks.study.lifetime import lock_holder, take_lock
 from calib_tasks.study.results import point_results
 from calib_tasks.study.spec import EvalSettings, PointSpec, load_study
 
@@ -349,6 +349,13 @@ def test_a_killed_study_resumes_without_repeating_finished_points(
         proc.kill()  # the study process alone, by SIGKILL
         proc.wait()
     _wait_for(lambda: not _processes_naming(second), timeout=5, what="the harness to die")
+    # a dying process leaves /proc's command lines before the kernel closes its files: until
+    # then the point is still locked, and a rerun rightly finds it running elsewhere
+    _wait_for(
+        lambda: lock_holder(layout.lock_file("second")) is None,
+        timeout=5,
+        what="the killed harness to let go of the point's lock",
+    )
     assert second.exists() and not layout.point_dir("second").exists()
     (first_results,) = layout.point_dir("first").rglob("results_*.json")
     finished_at = first_results.stat().st_mtime_ns
