@@ -73,11 +73,13 @@ def test_a_row_the_yaml_lists_again_is_an_error(tmp_path):
 
 
 def test_readme_lists_every_metric_of_the_table():
-    """Each row's key is listed, as itself or as a listed metric under a rule's suffix, and each
-    recalibrator's ECE under the ``ece_recal_<r>`` row."""
+    """Each row's key is listed, as itself or as a listed metric under a rule's or a confidence
+    method's suffix, and each recalibrator's ECE under the ``ece_recal_<r>`` row."""
     listed = set(re.findall(r"^\| `([a-z0-9_<>]+)` \|", README.read_text(encoding="utf-8"), re.M))
     for metric in metric_table.METRICS:
         base = metric.key.removesuffix(metric.rule.suffix) if metric.rule.suffix else metric.key
+        if metric.method is not None:
+            base = base.removesuffix(f"_{metric.method.name}")
         if metric.recalibrator is not None:
             base = "ece_recal_<r>"
         assert base in listed, metric.key

@@ -22,21 +22,31 @@ import lm_eval.api.metrics  # noqa: F401  (fills the registry first; see get_agg
 from lm_eval.api.registry import register_aggregation
 
 from calib_tasks.scoring.metric_table import DEFAULT_OPTIONS, METRICS, CalibMetric
-from calib_tasks.scoring.records import HISTOGRAM, MULTICLASS, TOP_LABEL, Records, pooled
+from calib_tasks.scoring.records import (
+    GENERATION,
+    HISTOGRAM,
+    MULTICLASS,
+    TOP_LABEL,
+    Records,
+    pooled,
+)
 
-Aggregation = Callable[..., float]
+Aggregation = Callable[..., float | None]
 _KIND_TEXT = {
     TOP_LABEL: "top-label records",
     MULTICLASS: "multiclass records",
     HISTOGRAM: "token histograms",
+    GENERATION: "generation records",
 }
 
 
 def aggregation_of(metric: CalibMetric) -> Aggregation:
-    """The harness aggregation of one table row: ``f(records, task="") -> float``; a kind the
-    row does not apply to, and a NaN or infinite value, are errors."""
+    """The harness aggregation of one table row: ``f(records, task="") -> float``, or None when
+    the row has nothing to measure (a confidence method without any confidence: its keys are
+    null in the results); a kind the row does not apply to, and a NaN or infinite value, are
+    errors."""
 
-    def aggregate(records: Records, task: str = "") -> float:
+    def aggregate(records: Records, task: str = "") -> float | None:
         pool = pooled(records, task)
         compute = metric.compute.get(pool.kind)
         if compute is None:
@@ -44,7 +54,10 @@ def aggregation_of(metric: CalibMetric) -> Aggregation:
                 f"{metric.key} is not computable from {_KIND_TEXT[pool.kind]}; it applies to "
                 f"{', '.join(_KIND_TEXT[kind] for kind in metric.compute)}"
             )
-        value = float(compute(pool, DEFAULT_OPTIONS))
+        value = compute(pool, DEFAULT_OPTIONS)
+        if value is None:  # nothing to measure (logged by the metric, with its reason)
+            return None
+        value = float(value)
         if not math.isfinite(value):
             raise ValueError(f"aggregation {metric.aggregation} produced {value}; refusing it")
         return value

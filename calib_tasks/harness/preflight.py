@@ -33,7 +33,12 @@ def _tasks_in(task_dict: Any) -> Iterator[Any]:
 def check_run(lm: Any, task_dict: Any) -> None:
     """Raise ``UnsupportedBackendError`` naming the first task of ``task_dict`` whose
     ``request_type`` is ``token_stats`` (a ``TokenStatsTask``) when the backend ``lm`` cannot
-    answer those requests."""
+    answer those requests, or whose own ``check_backend(lm)`` (a generative task's: can the
+    backend serve its confidence methods?) raises."""
+    for task in _tasks_in(task_dict):
+        own_check = getattr(task, "check_backend", None)
+        if callable(own_check):
+            own_check(lm)
     for task in _tasks_in(task_dict):
         if getattr(task, "request_type", None) == REQUEST_TYPE:
             try:

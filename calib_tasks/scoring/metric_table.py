@@ -14,19 +14,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 import calib_metrics as cm
 from calib_metrics.classwise import classwise_ece, static_calibration_error
 from calib_metrics.helm import helm_ece_equal_mass, helm_selective_accuracy
+from calib_tasks.scoring.confidence_methods import (
+    ANSWER,
+    METHODS,
+    VERBALIZED,
+    Method,
+    method_named,
+)
 from calib_tasks.scoring.confidence_rules import RULES, SUM, Rule
 from calib_tasks.scoring.recalibrators import RECALIBRATORS, Recalibrator, out_of_fold_top_label
 from calib_tasks.scoring.records import (
+    GENERATION,
     HISTOGRAM,
     MULTICLASS,
     TOP_LABEL,
+    Answer,
     Pool,
     RecordKind,
     share_record,
@@ -57,7 +66,9 @@ class MetricOptions:
 #: The options of the aggregations: calib_metrics' defaults.
 DEFAULT_OPTIONS = MetricOptions()
 
-Compute = Callable[[Pool, MetricOptions], float]
+#: A metric of a pool: a number, or None when the pool holds nothing it applies to (a confidence
+#: method under which no generated answer has a confidence).
+Compute = Callable[[Pool, MetricOptions], float | None]
 #: A metric of two arrays (confidence and correctness, or option probabilities and labels).
 ArrayMetric = Callable[[np.ndarray, np.ndarray, MetricOptions], float]
 
@@ -78,6 +89,9 @@ class CalibMetric:
     #: The recalibrator (``calib_tasks.scoring.recalibrators``) the metric is computed after; a task
     #: reports the row only when it fits that recalibrator.
     recalibrator: Recalibrator | None = None
+    #: The confidence method (``calib_tasks.scoring.confidence_methods``) of a generative task
+    #: whose confidences the metric reads; a task reports the row only when it computes it.
+    method: Method | None = None
 
     @property
     def aggregation(self) -> str:
@@ -163,6 +177,126 @@ def _uninformative(pool: Pool, options: MetricOptions) -> float:
     return float(reason is not None)
 
 
+def _scored(pool: Pool, method: Method) -> Pool | None:
+    """The pool of the answers with a confidence under ``method``; None (logged as a warning
+    naming task and method, whose count row says how many) when no answer has one."""
+    scored = pool.method(method.name)
+    if scored is None and method.name not in pool.warned:
+        pool.warned.add(method.name)
+        eval_logger.warning(
+            "%s: no generated answer has a %s confidence (%d of %d without one): its metrics "
+            "are null, no measurement",
+            pool.task or "a calib task",
+            method.name,
+            pool.n,
+            pool.n,
+        )
+    return scored
+
+
+def _method(compute: Compute, method: Method) -> dict[RecordKind, Compute]:
+    """``compute`` on the top-label pool of ``method``'s confidences of generation records (None
+    when no answer has one, see ``_scored``)."""
+
+    def of_method(pool: Pool, options: MetricOptions) -> float | None:
+        scored = _scored(pool, method)
+        return None if scored is None else compute(scored, options)
+
+    return {GENERATION: of_method}
+
+
+def _first_method_ece(pool: Pool, options: MetricOptions) -> float | None:
+    """The ECE under the first method of the records (the task's first ``calib_confidence``),
+    the generative task's plain ``ece``."""
+    first = next(iter(cast(Answer, pool.records[0]).confidences))
+    return _method(_items(_binned(cm.ece))[TOP_LABEL], method_named(first))[GENERATION](
+        pool, options
+    )
+
+
+def _per_method() -> tuple[CalibMetric, ...]:
+    """The metrics of generated answers under every confidence method, and the counts of the
+    answers two methods could not score."""
+    rows = []
+    for method in METHODS:
+        item = _items
+        for key, higher, compute, what in (
+            ("ece", False, item(_binned(cm.ece))[TOP_LABEL], "ECE"),
+            (
+                "ece_ci_low",
+                False,
+                lambda p, o: _ece_interval(p, o).low,
+                "lower end of its ECE's bootstrap interval",
+            ),
+            (
+                "ece_ci_high",
+                False,
+                lambda p, o: _ece_interval(p, o).high,
+                "upper end of that interval",
+            ),
+            ("brier", False, item(_fixed(cm.brier_top_label))[TOP_LABEL], "Brier score"),
+            ("auroc", True, item(_fixed(cm.auroc))[TOP_LABEL], "AUROC (right vs wrong)"),
+            ("aurc", False, item(_fixed(cm.aurc))[TOP_LABEL], "area under the risk-coverage curve"),
+            (
+                "helm_ece_10_bin",
+                False,
+                item(_fixed(helm_ece_equal_mass))[TOP_LABEL],
+                "HELM's ece_10_bin",
+            ),
+            (
+                "helm_selective_acc_10",
+                True,
+                item(_fixed(helm_selective_accuracy))[TOP_LABEL],
+                "HELM's selective_acc@10",
+            ),
+            (
+                "uninformative_scores",
+                False,
+                _uninformative,
+                "1 when its confidences carry no information",
+            ),
+        ):
+            rows.append(
+                CalibMetric(
+                    key=method.key(key),
+                    higher_is_better=higher,
+                    compute=_method(compute, method),
+                    description=f"{what} under the {method.name} confidence method",
+                    method=method,
+                )
+            )
+        for r in RECALIBRATORS:
+            if GENERATION in r.kinds:
+                rows.append(
+                    CalibMetric(
+                        key=method.key(f"ece_recal_{r.name}"),
+                        higher_is_better=False,
+                        compute=_method(
+                            lambda p, o, r=r: _binned(cm.ece)(*out_of_fold_top_label(p, r), o),
+                            method,
+                        ),
+                        description=f"ECE after cross-fitted {r.name} recalibration "
+                        f"({method.name} method)",
+                        method=method,
+                        recalibrator=r,
+                    )
+                )
+    for method, key, what in (
+        (ANSWER, "answer_not_found", "answers whose filtered answer is no span of the text"),
+        (VERBALIZED, "verbalized_unparsed", "verbalized replies that hold no confidence"),
+    ):
+        rows.append(
+            CalibMetric(
+                key=key,
+                higher_is_better=False,
+                compute={GENERATION: lambda p, o, m=method: float(p.without_confidence(m.name))},
+                description=f"how many {what} (left out of that method's metrics)",
+                method=method,
+            )
+        )
+    return tuple(rows)
+
+
 def _per_rule() -> tuple[CalibMetric, ...]:
     """The metrics computed under every confidence rule; the ``sum`` rule's ``ece`` and
     ``brier`` are rows of their own (they apply to every record kind)."""
@@ -240,6 +374,7 @@ def _recalibrated() -> tuple[CalibMetric, ...]:
                     *out_of_fold_top_label(pool, r), options
                 )
                 for kind in r.kinds
+                if kind != GENERATION  # per method (_per_method)
             },
             description=f"ECE after cross-fitted {r.name} recalibration ({r.description})",
             recalibrator=r,
@@ -252,14 +387,20 @@ METRICS: tuple[CalibMetric, ...] = (
     CalibMetric(
         key="acc",
         higher_is_better=True,
-        compute=_tokens("acc"),
-        description="accuracy of the pooled token predictions (token tasks)",
+        compute={**_tokens("acc"), GENERATION: lambda pool, options: float(pool.correct.mean())},
+        description="accuracy of the pooled token predictions (token tasks), of the generated "
+        "answers by the task's calib_correct (generative tasks)",
     ),
     CalibMetric(
         key="ece",
         higher_is_better=False,
-        compute={**_items(_binned(cm.ece)), **_tokens("ece")},
-        description=f"expected calibration error, {cm.DEFAULT_N_BINS} equal-width bins",
+        compute={
+            **_items(_binned(cm.ece)),
+            **_tokens("ece"),
+            GENERATION: _first_method_ece,
+        },
+        description=f"expected calibration error, {cm.DEFAULT_N_BINS} equal-width bins "
+        "(generative tasks: under their first confidence method)",
     ),
     CalibMetric(
         key="ece_ci_low",
@@ -311,6 +452,7 @@ METRICS: tuple[CalibMetric, ...] = (
     ),
     *_per_rule(),
     *_recalibrated(),
+    *_per_method(),
 )
 _BY_KEY = {metric.key: metric for metric in METRICS}
 
@@ -331,6 +473,7 @@ def metrics_for(
         if kind in m.compute
         and m.rule in settings.rules
         and (m.recalibrator is None or m.recalibrator in settings.recalibrators)
+        and (m.method is None or m.method in settings.methods)
     )
 
 

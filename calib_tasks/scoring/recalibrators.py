@@ -37,6 +37,7 @@ from calib_metrics.recalibration import (
 )
 from calib_tasks.scoring.metadata import setting_names
 from calib_tasks.scoring.records import (
+    GENERATION,
     HISTOGRAM,
     LOGLIKELIHOODS,
     MULTICLASS,
@@ -73,20 +74,24 @@ RECALIBRATORS: tuple[Recalibrator, ...] = (
         "one temperature dividing every option log-likelihood",
     ),
     Recalibrator(
-        "platt", PlattScaling.fit, False, (MULTICLASS, TOP_LABEL), "Platt scaling of the confidence"
+        "platt",
+        PlattScaling.fit,
+        False,
+        (MULTICLASS, TOP_LABEL, GENERATION),
+        "Platt scaling of the confidence",
     ),
     Recalibrator(
         "isotonic",
         IsotonicCalibration.fit,
         False,
-        (MULTICLASS, TOP_LABEL),
+        (MULTICLASS, TOP_LABEL, GENERATION),
         "isotonic regression of correctness on the confidence",
     ),
     Recalibrator(
         "histogram",
         HistogramBinning.fit,
         False,
-        (MULTICLASS, TOP_LABEL),
+        (MULTICLASS, TOP_LABEL, GENERATION),
         "histogram binning: each bin's confidence replaced by its accuracy",
     ),
 )

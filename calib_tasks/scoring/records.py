@@ -18,11 +18,18 @@ so the record itself goes under ``RECORD_KEY`` ("ece") only and the other keys h
   parts (``OPTION_PARTS``). Written by ``choice_record``.
 * histogram: ``{"histogram": cm.ConfidenceHistogram.to_dict(), ...extras}`` for the many token
   predictions of one document; bootstrap intervals then resample whole documents.
+* generation: ``{"correct": 0|1, "confidences": {method: float | None}, ...extras}`` for one
+  generated answer (of one document, under one filter), its confidence under every confidence
+  method the task computes (``calib_tasks.scoring.confidence_methods``; None where the method
+  gave none: an answer that is no span of the text, an unparsed verbalized reply); extras such as
+  ``n_tokens`` and ``verbalized_reply``. Each method is pooled on its own as top-label
+  predictions (``Pool.method``).
 
-Reading. ``parse_record`` turns a written record into a ``Prediction`` or a ``TokenHistogram``
-(a ``Record``), or raises ``ValueError`` saying what breaks its contract. An option part other
-than ``probs`` is checked on its own: an unusable one does not break the record; it is kept out
-of the record's parts with what is wrong with it, and only what uses the part fails. The
+Reading. ``parse_record`` turns a written record into a ``Prediction``, a ``TokenHistogram`` or
+an ``Answer`` (a ``Record``), or raises ``ValueError`` saying what breaks its contract. An
+option part other than ``probs`` is checked on its own: an unusable one does not break the
+record; it is kept out of the record's parts with what is wrong with it, and only what uses the
+part fails. The
 aggregations read strictly (``pooled``: any problem is an error naming the sample); calib-report
 reads leniently (a problem is a line of the report naming file and line,
 ``calib_tasks.report.samples``).
@@ -59,10 +66,11 @@ PREDICT_ONLY_KEY = "bypass"
 
 #: The kinds of record: one prediction; one prediction with every option's probability and the
 #: gold index (``probs``, ``label``); the token predictions of one document.
-RecordKind = Literal["top_label", "multiclass", "histogram"]
+RecordKind = Literal["top_label", "multiclass", "histogram", "generation"]
 TOP_LABEL: RecordKind = "top_label"
 MULTICLASS: RecordKind = "multiclass"
 HISTOGRAM: RecordKind = "histogram"
+GENERATION: RecordKind = "generation"
 #: The kinds of one prediction per record (a confidence and whether it was right): they pool
 #: together, as top-label records.
 ONE_PREDICTION: tuple[RecordKind, ...] = (TOP_LABEL, MULTICLASS)
@@ -71,6 +79,7 @@ KIND_TEXT: dict[RecordKind, str] = {
     TOP_LABEL: "top-label",
     MULTICLASS: "multiclass",
     HISTOGRAM: "histogram",
+    GENERATION: "generation",
 }
 
 #: The field of a multiclass record holding the options' log-likelihoods.
@@ -148,6 +157,18 @@ def histogram_record(histogram: cm.ConfidenceHistogram, **extras: Any) -> dict[s
     return {"histogram": histogram.to_dict(), **extras}
 
 
+def generation_record(
+    correct: bool, confidences: Mapping[str, float | None], **extras: Any
+) -> dict[str, Any]:
+    """One generated answer: whether it was right and its confidence (in [0, 1], or None) under
+    every confidence method, plus extras."""
+    for method, value in confidences.items():
+        if value is not None and not 0.0 <= value <= 1.0:  # also rejects NaN
+            raise ValueError(f"the {method} confidence must lie in [0, 1], got {value!r}")
+    values = {m: None if v is None else float(v) for m, v in confidences.items()}
+    return {"correct": int(bool(correct)), "confidences": values, **extras}
+
+
 # ---------------------------------------------------------------------------------- reading
 
 
@@ -182,8 +203,20 @@ class TokenHistogram:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """One generated answer, read from a generation record: whether it was right (0 or 1), its
+    confidence under each method (None where the method gave none), and the record's other
+    fields as written (``extras``)."""
+
+    kind: ClassVar[RecordKind] = GENERATION
+    correct: int
+    confidences: Mapping[str, float | None]
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
 #: A record as read: the typed value of every kind.
-Record = Prediction | TokenHistogram
+Record = Prediction | TokenHistogram | Answer
 
 
 def record_kind(value: Any) -> RecordKind | None:
@@ -192,6 +225,8 @@ def record_kind(value: Any) -> RecordKind | None:
     if isinstance(value, dict):
         if "histogram" in value:
             return HISTOGRAM
+        if "confidences" in value:
+            return GENERATION
         if "confidence" in value:
             return MULTICLASS if SUM.field in value else TOP_LABEL
     return None
@@ -305,11 +340,29 @@ def _token_histogram(value: dict[str, Any]) -> TokenHistogram:
     return TokenHistogram(histogram=histogram, extras=extras)
 
 
+def _answer(value: dict[str, Any]) -> Answer:
+    """A generation record: ``correct`` 0 or 1, ``confidences`` a mapping of method names to a
+    number in [0, 1] or None."""
+    correct, confidences = value.get("correct"), value["confidences"]
+    if correct not in (0, 1) or isinstance(correct, float):
+        raise ValueError(f"correct must be 0 or 1, got {correct!r}")
+    if not isinstance(confidences, dict) or not confidences:
+        raise ValueError(f"confidences must map method names to numbers, got {confidences!r}")
+    for method, confidence in confidences.items():
+        if confidence is not None and not _is_probability(confidence):
+            raise ValueError(
+                f"confidences[{method!r}] must be a number in [0, 1] or null, got {confidence!r}"
+            )
+    extras = {k: v for k, v in value.items() if k not in ("correct", "confidences")}
+    return Answer(correct=int(correct), confidences=dict(confidences), extras=extras)
+
+
 #: The parser of each kind of record.
 _PARSERS: dict[RecordKind, Callable[[dict[str, Any]], Record]] = {
     TOP_LABEL: _prediction,
     MULTICLASS: _prediction,
     HISTOGRAM: _token_histogram,
+    GENERATION: _answer,
 }
 
 
@@ -356,6 +409,9 @@ class Pool:
         self.kind: RecordKind = kind
         self.task = task
         self._parts: dict[str, np.ndarray] = {}
+        self._methods: dict[str, Pool | None] = {}
+        #: What has been logged about the pool already (each warning once per task).
+        self.warned: set[str] = set()
         self._histogram_metrics: dict[int, dict[str, float]] = {}
         self._intervals: dict[tuple[int, str, int], cm.ConfidenceInterval] = {}
 
@@ -383,8 +439,9 @@ class Pool:
 
     @functools.cached_property
     def correct(self) -> np.ndarray:
-        """Whether each prediction was right, as 0.0 or 1.0."""
-        return np.fromiter((r.correct for r in self._predictions()), float, self.n)
+        """Whether each prediction (or generated answer) was right, as 0.0 or 1.0."""
+        records = self.records if self.kind == GENERATION else self._predictions()
+        return np.fromiter((r.correct for r in records), float, self.n)  # type: ignore[union-attr]
 
     @functools.cached_property
     def labels(self) -> np.ndarray:
@@ -421,6 +478,25 @@ class Pool:
                     raise ValueError(f"{self._name}: sample {i} has no {part!r} ({reason})")
             self._parts[part] = padded_options([r.parts[part] for r in records])
         return self._parts[part]
+
+    def method(self, name: str) -> Pool | None:
+        """The top-label pool of the generated answers that have a confidence under the method
+        ``name`` (generation pools; None when none has one), built once."""
+        if self.kind != GENERATION:
+            raise ValueError(f"{self._name}: {KIND_TEXT[self.kind]} records have no methods")
+        if name not in self._methods:
+            answers = cast(tuple[Answer, ...], self.records)
+            predictions = [
+                Prediction(confidence=c, correct=a.correct, extras=a.extras)
+                for a in answers
+                if (c := a.confidences.get(name)) is not None
+            ]
+            self._methods[name] = Pool(predictions, self.task) if predictions else None
+        return self._methods[name]
+
+    def without_confidence(self, name: str) -> int:
+        """How many generated answers have no confidence under the method ``name``."""
+        return self.n - (0 if (pool := self.method(name)) is None else pool.n)
 
     def select(self, index: Sequence[int] | np.ndarray) -> Pool:
         """The pool of the records at positions ``index`` (or where a boolean mask is true)."""

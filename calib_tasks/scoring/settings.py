@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from calib_tasks.scoring.confidence_methods import GENERATION_SETTINGS, Method, methods_setting
 from calib_tasks.scoring.confidence_rules import RULES_SETTING, SUM, Rule, rules_setting
 from calib_tasks.scoring.metadata import check_setting_keys
 from calib_tasks.scoring.recalibrators import (
@@ -15,7 +16,7 @@ from calib_tasks.scoring.recalibrators import (
     Recalibrator,
     recalibration_setting,
 )
-from calib_tasks.scoring.records import MULTICLASS, RecordKind
+from calib_tasks.scoring.records import GENERATION, MULTICLASS, RecordKind
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class TaskSettings:
 
     rules: tuple[Rule, ...] = (SUM,)
     recalibrators: tuple[Recalibrator, ...] = ()
+    #: The confidence methods of a generative task (``confidence_methods``), in its order.
+    methods: tuple[Method, ...] = ()
 
 
 def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKind) -> TaskSettings:
@@ -32,7 +35,8 @@ def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKin
     error naming rule or recalibrator and task when the task cannot compute it (a rule other
     than ``sum`` on a task that is not multiple choice; see ``recalibration_setting``), and
     naming the key when a ``calib_`` key is none of these (``metadata.check_setting_keys``)."""
-    check_setting_keys(metadata, (RULES_SETTING, RECALIBRATION_SETTING), task)
+    generative = GENERATION_SETTINGS if kind == GENERATION else ()
+    check_setting_keys(metadata, (RULES_SETTING, RECALIBRATION_SETTING, *generative), task)
     rules: tuple[Rule, ...] = (SUM,)
     if kind == MULTICLASS or RULES_SETTING in (metadata or {}):  # the default is for MC only
         rules = rules_setting(metadata, task)
@@ -43,7 +47,8 @@ def task_settings(metadata: Mapping[str, Any] | None, task: str, kind: RecordKin
             f"{kind}); set the rules in the multiple-choice tasks' own YAML metadata, or run "
             "them apart"
         )
-    return TaskSettings(rules, recalibration_setting(metadata, task, kind))
+    methods = methods_setting(metadata, task) if kind == GENERATION else ()
+    return TaskSettings(rules, recalibration_setting(metadata, task, kind), methods)
 
 
 #: The settings of a task whose metadata names none: the sum rule, no recalibrator.

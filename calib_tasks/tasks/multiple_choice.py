@@ -45,10 +45,21 @@ WRAPS_KEY = "wraps"
 OUTPUT_TYPE = "multiple_choice"
 
 
-def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
+#: What each kind of wrapper needs of the task it wraps, by output type.
+_NEEDS = {
+    OUTPUT_TYPE: "calibration of the option probabilities needs a multiple_choice task (a "
+    "generate_until task is wrapped with class: !function "
+    "calib_tasks.generation.CalibGenerationTask)",
+    "generate_until": "calibration of generated answers needs a generate_until task (a "
+    "multiple_choice task is wrapped with class: !function "
+    "calib_tasks.multiple_choice.CalibMultipleChoiceTask)",
+}
+
+
+def wrapped_config(name: str, wrapper: str, output_type: str = OUTPUT_TYPE) -> dict[str, Any]:
     """The full config of the task ``name`` (its YAML, includes and functions resolved) as the
     task managers of this process index it, for the task ``wrapper`` that wraps it; a name that
-    is unknown, a group, a tag, a Python task or not ``multiple_choice`` is an error naming both
+    is unknown, a group, a tag, a Python task or not of ``output_type`` is an error naming both
     (and, for a group, how to calibrate one)."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
@@ -56,7 +67,7 @@ def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
     if entry is not None and entry.kind.name in ("GROUP", "TAG"):
         what = "a group" if entry.kind.name == "GROUP" else "a tag"
         raise ValueError(
-            f"{wrapper}: wraps {name!r}, {what}; a wrapper wraps one multiple_choice task. "
+            f"{wrapper}: wraps {name!r}, {what}; a wrapper wraps one {output_type} task. "
             "Wrap each of its tasks (calib_<task> with wraps: <task>) and list the wrappers in "
             "a group, or run the group itself with --log_samples: calib-report pools a group's "
             "tasks into one calibration entry, '<group> (pooled)'"
@@ -66,11 +77,10 @@ def wrapped_config(name: str, wrapper: str) -> dict[str, Any]:
     config = dict(load_yaml(entry.yaml_path, resolve_func=True))
     if "class" in config:
         raise ValueError(f"{wrapper}: wraps {name!r}, a Python task; only YAML tasks are wrapped")
-    output_type = config.get("output_type")
-    if output_type != OUTPUT_TYPE:
+    found = config.get("output_type")
+    if found != output_type:
         raise ValueError(
-            f"{wrapper}: wraps {name!r}, whose output_type is {output_type!r}; calibration of "
-            "the option probabilities needs a multiple_choice task"
+            f"{wrapper}: wraps {name!r}, whose output_type is {found!r}; {_NEEDS[output_type]}"
         )
     for structural in ("task", "tag", "group", "task_alias"):
         config.pop(structural, None)

@@ -1,0 +1,271 @@
+"""The ``calib_generate`` request type: one generated answer with everything its confidence
+methods need, composed from the backend's own ``generate_until``, ``loglikelihood`` and
+``token_stats``.
+
+lm-eval 0.4.13 builds every request of a run before it sends any, while ``ptrue`` and
+``verbalized`` ask about a text that exists only once it is generated. So a generative calib
+task sends one request per document, ``Instance("calib_generate", doc, (context,
+generation_kwargs, plan))``, and ``LM.calib_generate`` (installed on the harness's ``LM``, so on
+every backend: the patch ``calib_tasks.patches.CALIB_GENERATE``) answers a whole batch of them:
+
+1. the backend's own ``generate_until`` on ``(context, generation_kwargs)``: the text is the
+   harness's, with the same stop sequences and kwargs;
+2. the token log-probabilities of each text (methods ``seq``, ``seq_joint``, ``seq_min``,
+   ``answer``): on hf read while it generates (``hf_steps``); on another backend that answers
+   ``token_stats`` (vllm, local-completions) by scoring the text after its context, which the
+   log says (the fallback; ``answer`` needs the hf route);
+3. ``ptrue``: the backend's ``loglikelihood`` of the plan's P(True) prompt (``prompts``);
+4. ``verbalized``: the backend's ``generate_until`` on the follow-up question.
+
+Each answer is a ``Generation``: the generated text itself (a ``str``, so the task's filters and
+every logger see the text) carrying those numbers. Which methods a backend can serve is checked
+before any request (``check_methods``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import LM, CachingLM
+
+from calib_tasks import patches
+from calib_tasks.generation import prompts
+from calib_tasks.scoring.confidence_methods import (
+    ANSWER,
+    LOGLIKELIHOOD,
+    TOKEN_LOGPROBS,
+    VERBALIZED,
+    Method,
+)
+from calib_tasks.token_stats import REQUEST_TYPE as TOKEN_STATS
+from calib_tasks.token_stats import UnsupportedBackendError, check_backend
+
+REQUEST_TYPE = "calib_generate"
+eval_logger = logging.getLogger(__name__)
+#: Backend classes whose ``loglikelihood`` only refuses (chat APIs return no prompt scores).
+_NO_LOGLIKELIHOOD = ("lm_eval.models.openai_completions.LocalChatCompletion",)
+_VERBALIZED_KWARGS = {
+    "until": ["\n"],
+    "max_gen_toks": prompts.VERBALIZED_MAX_TOKENS,
+    "do_sample": False,
+    "temperature": 0.0,
+}
+
+
+class Generation(str):
+    """A generated text (the harness's ``generate_until`` text) with the numbers of its
+    confidence methods: ``token_logprobs`` of its kept tokens and where each ends in the text
+    (``token_ends``; empty when the route gives no offsets), ``token_route`` (``generation``:
+    read while generating; ``rescored``: the text scored after its context; None: not asked),
+    ``ptrue`` and the raw ``verbalized_reply`` (None when not asked)."""
+
+    token_logprobs: tuple[float, ...] | None
+    token_ends: tuple[int, ...]
+    token_route: str | None
+    ptrue: float | None
+    verbalized_reply: str | None
+
+    def __new__(cls, text: str, **numbers: Any) -> Generation:
+        generation = super().__new__(cls, text)
+        generation.token_logprobs = numbers.get("token_logprobs")
+        generation.token_ends = numbers.get("token_ends", ())
+        generation.token_route = numbers.get("token_route")
+        generation.ptrue = numbers.get("ptrue")
+        generation.verbalized_reply = numbers.get("verbalized_reply")
+        return generation
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled (caching, data-parallel gathering)
+        return (_rebuild, (str(self), dict(vars(self))))
+
+
+def _rebuild(text: str, numbers: dict[str, Any]) -> Generation:
+    return Generation(text, **numbers)
+
+
+def plan(
+    methods: Sequence[Method],
+    question: str,
+    history: list[Mapping[str, str]] | None,
+    ptrue_prompt: str,
+    verbalized_prompt: str,
+) -> dict[str, Any]:
+    """The third argument of a ``calib_generate`` request (plain JSON, as the samples file logs
+    it): the methods' names, the question (for ``ptrue``), the chat history of the prompt (under
+    a chat template, else None) and the two prompts."""
+    return {
+        "methods": [m.name for m in methods],
+        "question": question,
+        "history": history,
+        "ptrue_prompt": ptrue_prompt,
+        "verbalized_prompt": verbalized_prompt,
+    }
+
+
+def _class_paths(lm: object) -> set[str]:
+    return {f"{c.__module__}.{c.__qualname__}" for c in type(lm).__mro__}
+
+
+def _is_hf(lm: object) -> bool:
+    """A causal hf backend, whose generations are read while generating (``hf_steps``)."""
+    return "lm_eval.models.huggingface.HFLM" in _class_paths(lm) and (
+        getattr(lm, "backend", None) == "causal"
+    )
+
+
+def _inner(lm: object) -> object:
+    while isinstance(lm, CachingLM):
+        lm = lm.lm
+    return lm
+
+
+def check_methods(lm: object, methods: Sequence[Method], task: str) -> None:
+    """Raise ``UnsupportedBackendError`` naming the task, the method and the backend when ``lm``
+    cannot serve one of ``methods`` (sends no request): token log-probabilities need hf or a
+    backend that answers ``token_stats`` (``answer``: hf), ``ptrue`` a ``loglikelihood``;
+    ``verbalized`` needs only ``generate_until``, so it is offered where another is refused."""
+    lm = _inner(lm)
+    backend = type(lm).__name__
+    for method in methods:
+        problem = None
+        if method.needs == TOKEN_LOGPROBS and not _is_hf(lm):
+            if method is ANSWER:
+                problem = "it needs each generated token's place in the text, which only hf gives"
+            else:
+                try:
+                    check_backend(lm)
+                except UnsupportedBackendError as error:
+                    problem = f"it needs the generated tokens' log-probabilities ({error})"
+        if method.needs == LOGLIKELIHOOD and (
+            _class_paths(lm) & set(_NO_LOGLIKELIHOOD) or type(lm).loglikelihood is LM.loglikelihood
+        ):
+            problem = "it needs the backend's loglikelihood, which this backend does not have"
+        if problem is not None:
+            raise UnsupportedBackendError(
+                f"task {task!r}: confidence method {method.name!r} cannot run on {backend}: "
+                f"{problem}. '{VERBALIZED.name}' runs on every backend that generates "
+                f"(calib_confidence: {VERBALIZED.name})"
+            )
+
+
+def _token_scores(lm: Any, requests: list[Instance]) -> tuple[list[str], list[dict[str, Any]]]:
+    """The texts of ``requests`` (``generate_until``) and, per text, its token numbers."""
+    generate = [Instance("generate_until", r.doc, r.args[:2], 0) for r in requests]
+    if not _is_hf(lm):
+        texts = lm.generate_until(generate)
+        return texts, _rescored(lm, requests, texts)
+    from calib_tasks.generation import hf_steps
+
+    with hf_steps.recording(lm) as recorder:
+        texts = lm.generate_until(generate)
+    numbers, missing = [], []
+    for i, (request, text) in enumerate(zip(requests, texts, strict=True)):
+        scores = recorder.scores(request.args[0], text)
+        if scores is None:
+            missing.append(i)
+            numbers.append({})
+        else:
+            numbers.append(
+                {
+                    "token_logprobs": scores.logprobs,
+                    "token_ends": scores.ends,
+                    "token_route": "generation",
+                }
+            )
+    if missing:
+        eval_logger.warning(
+            "calib_generate: %d of %d generations could not be matched to their tokens (beam "
+            "search, or the backend changed the text); their texts are scored after their "
+            "contexts instead",
+            len(missing),
+            len(texts),
+        )
+        rescored = _rescored(lm, [requests[i] for i in missing], [texts[i] for i in missing])
+        for i, values in zip(missing, rescored, strict=True):
+            numbers[i] = values
+    return texts, numbers
+
+
+def _rescored(lm: Any, requests: list[Instance], texts: list[str]) -> list[dict[str, Any]]:
+    """Token numbers of each text scored after its context (``token_stats``; an empty text has
+    none)."""
+    eval_logger.info(
+        "calib_generate: %s returns no token log-probabilities with its generations; scoring "
+        "%d generated texts after their contexts (token_stats)",
+        type(lm).__name__,
+        len(texts),
+    )
+    scored = [i for i, text in enumerate(texts) if text]
+    stats = getattr(lm, TOKEN_STATS)(
+        [Instance(TOKEN_STATS, requests[i].doc, (requests[i].args[0], texts[i]), 0) for i in scored]
+    )
+    numbers: list[dict[str, Any]] = [{"token_route": "rescored"} for _ in texts]
+    for i, stat in zip(scored, stats, strict=True):
+        numbers[i]["token_logprobs"] = tuple(float(x) for x in stat.true_logprob)
+    return numbers
+
+
+def calib_generate(
+    self: Any, requests: list[Instance], disable_tqdm: bool = False
+) -> list[Generation]:
+    """``LM.calib_generate``: one ``Generation`` per request (module docstring)."""
+    if not requests:
+        return []
+    wanted = set().union(*(r.args[2]["methods"] for r in requests))
+    needs_tokens = any(name in wanted for name in ("seq", "seq_joint", "seq_min", "answer"))
+    if needs_tokens:
+        texts, numbers = _token_scores(self, requests)
+    else:
+        texts = self.generate_until(
+            [Instance("generate_until", r.doc, r.args[:2], 0) for r in requests]
+        )
+        numbers = [{} for _ in texts]
+    if "ptrue" in wanted:
+        _add_ptrue(self, requests, texts, numbers)
+    if "verbalized" in wanted:
+        _add_verbalized(self, requests, texts, numbers)
+    return [Generation(text, **values) for text, values in zip(texts, numbers, strict=True)]
+
+
+def _add_ptrue(
+    lm: Any, requests: list[Instance], texts: list[str], numbers: list[dict[str, Any]]
+) -> None:
+    """Each answer's P(True) (``prompts.ptrue_request``), from two loglikelihood requests."""
+    asked = [i for i, r in enumerate(requests) if "ptrue" in r.args[2]["methods"]]
+    arguments = []
+    for i in asked:
+        p = requests[i].args[2]
+        chat = p["history"] is not None
+        arguments += prompts.ptrue_request(p["ptrue_prompt"], p["question"], texts[i], chat, lm)
+    docs = [requests[i].doc for i in asked for _ in prompts.PTRUE_OPTIONS]
+    scores = lm.loglikelihood(
+        [Instance("loglikelihood", doc, args, 0) for doc, args in zip(docs, arguments, strict=True)]
+    )
+    for k, i in enumerate(asked):
+        (true_ll, _), (false_ll, _) = scores[2 * k], scores[2 * k + 1]
+        numbers[i]["ptrue"] = prompts.ptrue_probability(true_ll, false_ll)
+
+
+def _add_verbalized(
+    lm: Any, requests: list[Instance], texts: list[str], numbers: list[dict[str, Any]]
+) -> None:
+    """Each answer's verbalized reply: the follow-up question generated greedily."""
+    asked = [i for i, r in enumerate(requests) if "verbalized" in r.args[2]["methods"]]
+    follow_ups = []
+    for i in asked:
+        p = requests[i].args[2]
+        context = prompts.verbalized_context(
+            p["verbalized_prompt"], requests[i].args[0], texts[i], p["history"], lm
+        )
+        follow_ups.append(
+            Instance("generate_until", requests[i].doc, (context, dict(_VERBALIZED_KWARGS)), 0)
+        )
+    for i, reply in zip(asked, lm.generate_until(follow_ups), strict=True):
+        numbers[i]["verbalized_reply"] = reply
+
+
+def install() -> None:
+    """Install ``calib_generate`` on the harness's ``LM`` (idempotent)."""
+    patches.add(patches.CALIB_GENERATE, LM, REQUEST_TYPE, calib_generate)
