@@ -38,7 +38,14 @@ VERBALIZED_MAX_TOKENS = 8
 #: Between the answer and the verbalized prompt, without a chat template.
 VERBALIZED_SEPARATOR = "\n\n"
 _FIELDS = {"ptrue": {"question", "answer"}, "verbalized": set()}
-_NUMBER = re.compile(r"(?<![\d.])(\d+(?:\.\d+)?|\.\d+)\s*(%?)")
+_NUMERAL = r"(?:\d+(?:\.\d+)?|\.\d+)"
+#: A stated number: its sign, the numeral, then ``%`` (or ``percent``) or the denominator of a
+#: fraction (``8/10``, ``8 out of 10``). A numeral right after a letter, a digit or a point
+#: (``GPT4``, ``v1.5``) is none.
+_NUMBER = re.compile(
+    rf"(?<![\w.])([-\u2212]?)({_NUMERAL})(?:\s*(%|percent\b)|\s*(?:/|\bout\s+of\b)\s*({_NUMERAL}))?",
+    re.IGNORECASE,
+)
 
 
 def check_prompt(prompt: Any, method: str, task: str) -> str:
@@ -66,17 +73,26 @@ def ptrue_probability(true_logprob: float, false_logprob: float) -> float:
 def parse_verbalized(reply: str) -> float | None:
     """The confidence stated in ``reply``, in [0, 1], or None when it states none.
 
-    The first number of the reply is read: with a ``%`` sign, or an integer, or a decimal above
-    1, on the 0-100 scale (``"85"``, ``"85%"``, ``"72.5"`` -> 0.85, 0.85, 0.725); a decimal up to
-    1 on the 0-1 scale (``"0.85"``, ``"1.0"``). A number above 100, or no number, is None.
+    The first number of the reply is read: with a ``%`` sign (or ``percent``), or an integer, or
+    a decimal above 1, on the 0-100 scale (``"85"``, ``"85%"``, ``"72.5"`` -> 0.85, 0.85, 0.725);
+    a decimal up to 1 on the 0-1 scale (``"0.85"``, ``"1.0"``); a fraction as its value
+    (``"8/10"``, ``"4 out of 5"`` -> 0.8). A number beyond its scale (``"150"``, ``"12/10"``), a
+    negative one (``"-5"``), or no number, is None.
     """
     match = _NUMBER.search(reply)
     if match is None:
         return None
-    number, percent = float(match.group(1)), match.group(2)
-    decimal = "." in match.group(1)
-    value = number if decimal and not percent and number <= 1.0 else number / 100.0
-    return value if 0.0 <= value <= 1.0 else None
+    sign, numeral, percent, denominator = match.groups()
+    number = float(numeral)
+    if denominator is not None:
+        value = number / float(denominator) if float(denominator) > 0 else math.nan
+    elif percent or "." not in numeral or number > 1.0:
+        value = number / 100.0
+    else:
+        value = number
+    if sign and number != 0:
+        return None
+    return value if 0.0 <= value <= 1.0 else None  # also None for NaN
 
 
 def ptrue_request(
@@ -86,6 +102,12 @@ def ptrue_request(
     filled = prompt.format(question=question, answer=answer.strip())
     if chat:
         context = lm.apply_chat_template([{"role": "user", "content": filled}])
+        if not isinstance(context, str):  # a chat API's messages (JsonChatStr): no prompt scores
+            raise TypeError(
+                f"ptrue: {type(lm).__name__}'s chat template gives {type(context).__name__}, not "
+                "the prompt text whose log-likelihoods ptrue needs; this backend cannot score "
+                "P(True) under a chat template"
+            )
         return [(context, option.lstrip()) for option in PTRUE_OPTIONS]
     return [(filled, option) for option in PTRUE_OPTIONS]
 

@@ -24,6 +24,7 @@ before any request (``check_methods``).
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,7 +36,9 @@ from calib_tasks import patches
 from calib_tasks.generation import prompts
 from calib_tasks.scoring.confidence_methods import (
     ANSWER,
+    CONFIDENCE_SETTING,
     LOGLIKELIHOOD,
+    METHODS,
     TOKEN_LOGPROBS,
     VERBALIZED,
     Method,
@@ -45,8 +48,19 @@ from calib_tasks.token_stats import UnsupportedBackendError, check_backend
 
 REQUEST_TYPE = "calib_generate"
 eval_logger = logging.getLogger(__name__)
-#: Backend classes whose ``loglikelihood`` only refuses (chat APIs return no prompt scores).
-_NO_LOGLIKELIHOOD = ("lm_eval.models.openai_completions.LocalChatCompletion",)
+#: Backend classes whose ``loglikelihood`` only refuses (chat APIs return no prompt scores), and
+#: their subclasses (openai-chat-completions, litellm, ...).
+_NO_LOGLIKELIHOOD = (
+    "lm_eval.models.openai_completions.LocalChatCompletion",
+    "lm_eval.models.anthropic_llms.AnthropicChat",
+    "lm_eval.models.anthropic_llms.AnthropicLM",
+    "lm_eval.models.hf_audiolm.HFAUDIOLMQWEN",
+)
+_TEMPLATE_API = "lm_eval.models.api_models.TemplateAPI"
+_OPENAI_COMPLETIONS = "lm_eval.models.openai_completions.OpenAICompletionsAPI"
+#: The models whose prompt log-probabilities OpenAI's completions API returns (its
+#: ``loglikelihood`` asserts one of them).
+_OPENAI_LOGLIKELIHOOD_MODELS = ("babbage-002", "davinci-002")
 _VERBALIZED_KWARGS = {
     "until": ["\n"],
     "max_gen_toks": prompts.VERBALIZED_MAX_TOKENS,
@@ -121,33 +135,84 @@ def _inner(lm: object) -> object:
     return lm
 
 
-def check_methods(lm: object, methods: Sequence[Method], task: str) -> None:
-    """Raise ``UnsupportedBackendError`` naming the task, the method and the backend when ``lm``
-    cannot serve one of ``methods`` (sends no request): token log-probabilities need hf or a
-    backend that answers ``token_stats`` (``answer``: hf), ``ptrue`` a ``loglikelihood``;
-    ``verbalized`` needs only ``generate_until``, so it is offered where another is refused."""
+def backend_name(lm: object) -> str:
+    """``lm``'s harness model name and class (``local-chat-completions
+    (lm_eval.models.openai_completions.LocalChatCompletion)``), or its class alone when no name
+    of the harness's registry is bound to it."""
+    cls = type(lm)
+    path = f"{cls.__module__}.{cls.__qualname__}"
+    try:
+        from lm_eval.api.registry import model_registry
+
+        placeholder = f"{cls.__module__}:{cls.__qualname__}"
+        names = [n for n, target in model_registry.items() if target in (cls, placeholder)]
+    except Exception:  # noqa: BLE001 (a name is a courtesy; the class path is enough)
+        names = []
+    return f"{names[0]} ({path})" if names else path
+
+
+def method_problem(lm: object, method: Method) -> str | None:
+    """Why ``lm`` (a ``CachingLM`` is read as the model it wraps) cannot serve ``method``, or None
+    when it can; sends no request."""
     lm = _inner(lm)
     backend = type(lm).__name__
-    for method in methods:
-        problem = None
-        if method.needs == TOKEN_LOGPROBS and not _is_hf(lm):
-            if method is ANSWER:
-                problem = "it needs each generated token's place in the text, which only hf gives"
-            else:
-                try:
-                    check_backend(lm)
-                except UnsupportedBackendError as error:
-                    problem = f"it needs the generated tokens' log-probabilities ({error})"
-        if method.needs == LOGLIKELIHOOD and (
-            _class_paths(lm) & set(_NO_LOGLIKELIHOOD) or type(lm).loglikelihood is LM.loglikelihood
-        ):
-            problem = "it needs the backend's loglikelihood, which this backend does not have"
-        if problem is not None:
-            raise UnsupportedBackendError(
-                f"task {task!r}: confidence method {method.name!r} cannot run on {backend}: "
-                f"{problem}. '{VERBALIZED.name}' runs on every backend that generates "
-                f"(calib_confidence: {VERBALIZED.name})"
+    if method.needs == TOKEN_LOGPROBS and not _is_hf(lm):
+        if method is ANSWER:
+            return (
+                "needs each generated token's place in the text, which only the hf backend "
+                "(a causal model) gives"
             )
+        try:
+            check_backend(lm)
+        except UnsupportedBackendError as error:
+            return f"needs the generated tokens' log-probabilities ({error})"
+    if method.needs == LOGLIKELIHOOD:
+        paths = _class_paths(lm)
+        if paths & set(_NO_LOGLIKELIHOOD) or type(lm).loglikelihood is LM.loglikelihood:
+            return (
+                "needs the log-likelihoods of a second prompt (loglikelihood), which "
+                f"{backend} does not give (a chat API returns no prompt scores)"
+            )
+        if _TEMPLATE_API in paths and getattr(lm, "tokenizer", None) is None:
+            return (
+                f"needs the log-likelihoods of a second prompt (loglikelihood), which "
+                f"{backend} scores only with a tokenizer (tokenizer_backend=None); set "
+                "tokenizer_backend and tokenizer"
+            )
+        model = getattr(lm, "model", None)
+        if _OPENAI_COMPLETIONS in paths and model not in _OPENAI_LOGLIKELIHOOD_MODELS:
+            return (
+                "needs the log-likelihoods of a second prompt (loglikelihood), which OpenAI's "
+                f"completions API returns only for {', '.join(_OPENAI_LOGLIKELIHOOD_MODELS)}, "
+                f"not {model!r}"
+            )
+    return None
+
+
+def check_methods(lm: object, methods: Sequence[Method], task: str) -> None:
+    """Raise ``UnsupportedBackendError`` naming the task, every method ``lm`` cannot serve with
+    the reason (``method_problem``), the backend (its harness name and class) and the methods it
+    can serve, ``verbalized`` always among them (it needs only ``generate_until``); sends no
+    request. Token log-probabilities need hf or a backend that answers ``token_stats``
+    (``answer``: hf), ``ptrue`` a backend that scores prompts (``loglikelihood``)."""
+    problems = {m.name: p for m in methods if (p := method_problem(lm, m)) is not None}
+    if not problems:
+        return
+    served = [m.name for m in METHODS if method_problem(lm, m) is None]
+    kept = [m.name for m in methods if m.name not in problems]
+    offer = ",".join(kept if VERBALIZED.name in kept else [*kept, VERBALIZED.name])
+    refused = ", ".join(repr(name) for name in problems)
+    by_problem: dict[str, list[str]] = {}
+    for name, problem in problems.items():
+        by_problem.setdefault(problem, []).append(name)
+    reasons = "; ".join(f"{', '.join(names)}: {problem}" for problem, names in by_problem.items())
+    plural = "s" if len(problems) > 1 else ""
+    raise UnsupportedBackendError(
+        f"task {task!r}: confidence method{plural} {refused} cannot run on the backend "
+        f"{backend_name(_inner(lm))}. {reasons}. This backend serves {', '.join(served)}; "
+        f"'{VERBALIZED.name}' runs on every backend that generates: set {CONFIDENCE_SETTING}: "
+        f"{offer}"
+    )
 
 
 def _token_scores(lm: Any, requests: list[Instance]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -259,9 +324,8 @@ def _add_verbalized(
         context = prompts.verbalized_context(
             p["verbalized_prompt"], requests[i].args[0], texts[i], p["history"], lm
         )
-        follow_ups.append(
-            Instance("generate_until", requests[i].doc, (context, dict(_VERBALIZED_KWARGS)), 0)
-        )
+        kwargs = copy.deepcopy(_VERBALIZED_KWARGS)  # a backend may extend ``until`` in place
+        follow_ups.append(Instance("generate_until", requests[i].doc, (context, kwargs), 0))
     for i, reply in zip(asked, lm.generate_until(follow_ups), strict=True):
         numbers[i]["verbalized_reply"] = reply
 

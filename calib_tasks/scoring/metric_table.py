@@ -114,13 +114,15 @@ def _sce(probs: np.ndarray, labels: np.ndarray, options: MetricOptions) -> float
     return static_calibration_error(probs, labels, n_bins=options.n_bins)
 
 
+def _item_compute(fn: ArrayMetric) -> Compute:
+    """``fn(confidence, correct, options)`` on a pool of predictions."""
+    return lambda pool, options: fn(pool.confidence, pool.correct, options)
+
+
 def _items(fn: ArrayMetric) -> dict[RecordKind, Compute]:
     """``fn(confidence, correct, options)`` on the pooled predictions of top-label or
     multiclass records."""
-
-    def compute(pool: Pool, options: MetricOptions) -> float:
-        return fn(pool.confidence, pool.correct, options)
-
+    compute = _item_compute(fn)
     return {TOP_LABEL: compute, MULTICLASS: compute}
 
 
@@ -177,6 +179,25 @@ def _uninformative(pool: Pool, options: MetricOptions) -> float:
     return float(reason is not None)
 
 
+def _uninformative_method(method: Method) -> Compute:
+    """``_uninformative`` of one confidence method's pool, its warning naming the method."""
+
+    def compute(pool: Pool, options: MetricOptions) -> float:
+        reason = pool.uninformative_reason
+        if reason is not None:
+            eval_logger.warning(
+                "%s: THE %s CONFIDENCES CARRY NO INFORMATION (%s), so its ECE and other "
+                "calibration numbers are not measurements; its results mark it with %s = 1.",
+                pool.task or "a calib task",
+                method.name.upper(),
+                reason,
+                method.key("uninformative_scores"),
+            )
+        return float(reason is not None)
+
+    return compute
+
+
 def _scored(pool: Pool, method: Method) -> Pool | None:
     """The pool of the answers with a confidence under ``method``; None (logged as a warning
     naming task and method, whose count row says how many) when no answer has one."""
@@ -209,9 +230,7 @@ def _first_method_ece(pool: Pool, options: MetricOptions) -> float | None:
     """The ECE under the first method of the records (the task's first ``calib_confidence``),
     the generative task's plain ``ece``."""
     first = next(iter(cast(Answer, pool.records[0]).confidences))
-    return _method(_items(_binned(cm.ece))[TOP_LABEL], method_named(first))[GENERATION](
-        pool, options
-    )
+    return _method(_item_compute(_binned(cm.ece)), method_named(first))[GENERATION](pool, options)
 
 
 def _per_method() -> tuple[CalibMetric, ...]:
@@ -219,9 +238,8 @@ def _per_method() -> tuple[CalibMetric, ...]:
     answers two methods could not score."""
     rows = []
     for method in METHODS:
-        item = _items
         for key, higher, compute, what in (
-            ("ece", False, item(_binned(cm.ece))[TOP_LABEL], "ECE"),
+            ("ece", False, _item_compute(_binned(cm.ece)), "ECE"),
             (
                 "ece_ci_low",
                 False,
@@ -234,25 +252,25 @@ def _per_method() -> tuple[CalibMetric, ...]:
                 lambda p, o: _ece_interval(p, o).high,
                 "upper end of that interval",
             ),
-            ("brier", False, item(_fixed(cm.brier_top_label))[TOP_LABEL], "Brier score"),
-            ("auroc", True, item(_fixed(cm.auroc))[TOP_LABEL], "AUROC (right vs wrong)"),
-            ("aurc", False, item(_fixed(cm.aurc))[TOP_LABEL], "area under the risk-coverage curve"),
+            ("brier", False, _item_compute(_fixed(cm.brier_top_label)), "Brier score"),
+            ("auroc", True, _item_compute(_fixed(cm.auroc)), "AUROC (right vs wrong)"),
+            ("aurc", False, _item_compute(_fixed(cm.aurc)), "area under the risk-coverage curve"),
             (
                 "helm_ece_10_bin",
                 False,
-                item(_fixed(helm_ece_equal_mass))[TOP_LABEL],
+                _item_compute(_fixed(helm_ece_equal_mass)),
                 "HELM's ece_10_bin",
             ),
             (
                 "helm_selective_acc_10",
                 True,
-                item(_fixed(helm_selective_accuracy))[TOP_LABEL],
+                _item_compute(_fixed(helm_selective_accuracy)),
                 "HELM's selective_acc@10",
             ),
             (
                 "uninformative_scores",
                 False,
-                _uninformative,
+                _uninformative_method(method),
                 "1 when its confidences carry no information",
             ),
         ):

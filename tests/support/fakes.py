@@ -121,7 +121,8 @@ def next_token_logprobs(hf: HFLM, ids: list[int]) -> torch.Tensor:
 class FakeCompletionsServer:
     """``requests.post`` answering like vLLM's /v1/completions, from the tiny GPT-2: with echo,
     every prompt position and then the greedy token generated after the prompt (max_tokens=1);
-    without echo, that token only.
+    without echo, that token only; a generation request (neither ``echo`` nor ``logprobs``)
+    gets its greedy text (``generate``).
 
     ``shifted``: the echo of llama-cpp-python's server (abetlen/llama-cpp-python#1983): entry i
     holds the distribution of position i + 1 (evaluated at token i), the generated token is left
@@ -148,6 +149,8 @@ class FakeCompletionsServer:
 
     def __call__(self, url: str, json: dict[str, Any], **kwargs: Any) -> Any:
         self.payloads.append(json)
+        if "logprobs" not in json and "echo" not in json:
+            return self.generate(json)
         assert json["max_tokens"] == 1 and json["logprobs"] == 1
         prompts = json["prompt"]
         if isinstance(prompts, str) or isinstance(prompts[0], int):
@@ -171,6 +174,28 @@ class FakeCompletionsServer:
             choices.append(completions_choice(index, tokens, values, tops, first_offset))
         body = {"object": "text_completion", "model": json["model"], "choices": choices[::-1]}
         return FakeResponse(body)
+
+    def generate(self, json: dict[str, Any]) -> FakeResponse:
+        """A generation request (no echo, no log-probabilities): per prompt, ``max_tokens``
+        greedy tokens, the text cut before the first ``stop`` string, as vLLM cuts it."""
+        prompts = json["prompt"]
+        if isinstance(prompts, str) or isinstance(prompts[0], int):
+            prompts = [prompts]
+        choices = []
+        for index, prompt in enumerate(prompts):
+            ids = self.hf.tokenizer(prompt).input_ids if isinstance(prompt, str) else list(prompt)
+            generated: list[int] = []
+            for _ in range(json["max_tokens"]):
+                generated.append(int(next_token_logprobs(self.hf, ids + generated)[-1].argmax()))
+            text = self.hf.tokenizer.decode(generated)
+            cuts = [text.find(s) for s in json.get("stop") or [] if s and s in text]
+            text = text[: min(cuts)] if cuts else text
+            choices.append(
+                {"index": index, "text": text, "logprobs": None, "finish_reason": "length"}
+            )
+        return FakeResponse(
+            {"object": "text_completion", "model": json["model"], "choices": choices}
+        )
 
 
 @dataclass
