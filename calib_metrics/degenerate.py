@@ -15,8 +15,15 @@ from numpy.typing import ArrayLike
 
 from calib_metrics.histogram import ConfidenceHistogram
 
-#: Confidences (or one document's option probabilities) closer together than this are equal.
+#: Confidences (or one document's option probabilities) closer together than this, relative to
+#: the largest of them, are equal (relative: a generated text's joint probabilities, 1e-11 and
+#: 1e-27, are no tie).
 TIE_TOLERANCE = 1e-9
+
+
+def _tied(values: np.ndarray) -> bool:
+    """Whether ``values`` are all equal: ``max - min <= TIE_TOLERANCE * max |value|``."""
+    return bool(np.ptp(values) <= TIE_TOLERANCE * np.max(np.abs(values)))
 
 
 def uninformative_reason(
@@ -24,7 +31,8 @@ def uninformative_reason(
 ) -> str | None:
     """Why the scores carry no information about correctness, or None when they do.
 
-    Uninformative: (a) every confidence is the same value (``max - min <= TIE_TOLERANCE``), e.g.
+    Uninformative: (a) every confidence is the same value (``max - min <= TIE_TOLERANCE`` times
+    the largest), e.g.
     all 1/k because every option got the same log-likelihood, or all 1 because every
     log-probability was 0; or (b) ``option_probs`` is given (one probability vector per document,
     any number of options each) and in every document all options are tied.
@@ -35,14 +43,16 @@ def uninformative_reason(
     'every option tied in all 2 documents'
     >>> uninformative_reason([0.3, 0.9]) is None
     True
+    >>> uninformative_reason([2.2e-11, 1.9e-27]) is None
+    True
     """
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
-    if confidence.size and np.ptp(confidence) <= TIE_TOLERANCE:
+    if confidence.size and _tied(confidence):
         return f"all {confidence.size} confidences equal {confidence[0]:.4g}"
     if (
         option_probs is not None
         and len(option_probs)
-        and all(np.ptp(np.asarray(p, dtype=np.float64)) <= TIE_TOLERANCE for p in option_probs)
+        and all(_tied(np.asarray(p, dtype=np.float64)) for p in option_probs)
     ):
         return f"every option tied in all {len(option_probs)} documents"
     return None

@@ -192,9 +192,12 @@ LEADERBOARD = task_dir() / "leaderboard"
 
 
 def _leaderboard_wrappers() -> dict[str, str]:
-    """The leaderboard folder's wrappers: calib_<task> -> <task>."""
+    """The leaderboard folder's multiple-choice wrappers: calib_<task> -> <task> (the
+    generative ones are tests/test_generation_tasks.py's)."""
     return {
-        path.stem: path.stem.removeprefix("calib_") for path in LEADERBOARD.glob("calib_*.yaml")
+        path.stem: path.stem.removeprefix("calib_")
+        for path in LEADERBOARD.glob("calib_*.yaml")
+        if "CalibMultipleChoiceTask" in path.read_text()
     }
 
 

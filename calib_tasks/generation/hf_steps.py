@@ -44,18 +44,24 @@ class _StepHook:
         self.dtype = dtype
         self.previous: torch.Tensor | None = None
         self.steps: list[torch.Tensor] = []
+        #: A step whose rows are not the previous step's (no token ids, another batch size).
+        self.broken = False
 
     def __call__(self, module: Any, args: Any, kwargs: dict[str, Any], output: Any) -> None:
         logits = output.logits if hasattr(output, "logits") else output[0]
         chosen = kwargs.get("input_ids")
-        if self.previous is not None:
-            self.steps.append(self.previous.gather(1, chosen[:, -1:]).squeeze(1))
+        if self.previous is not None and not self.broken:
+            if chosen is None or chosen.shape[0] != self.previous.shape[0]:
+                self.broken = True
+            else:
+                self.steps.append(self.previous.gather(1, chosen[:, -1:]).squeeze(1))
         self.previous = torch.log_softmax(logits[:, -1, :].to(self.dtype), dim=-1)
 
     def finish(self, sequences: torch.Tensor) -> torch.Tensor | None:
         """``[B, steps]`` log-probabilities of the generated tokens of ``sequences`` (the last one
-        gathered from the last step), None when no step ran."""
-        if self.previous is None:
+        gathered from the last step), None when no step ran or the steps ran on other rows than
+        ``sequences`` (beam search runs ``B x num_beams`` rows and returns ``B``)."""
+        if self.previous is None or self.broken or self.previous.shape[0] != sequences.shape[0]:
             return None
         self.steps.append(self.previous.gather(1, sequences[:, -1:]).squeeze(1))
         return torch.stack(self.steps, dim=1).float().cpu()
@@ -82,8 +88,12 @@ class Recorder:
             handle.remove()
         generated = out[:, context.shape[1] :]
         logprobs = hook.finish(out)
-        if logprobs is None or logprobs.shape[1] != generated.shape[1]:
-            return out  # steps and tokens disagree (beam search): no record, scores() is None
+        if (
+            logprobs is None
+            or logprobs.shape != generated.shape
+            or generated.shape[0] != len(self._contexts)
+        ):
+            return out  # steps, tokens and contexts disagree (beam search): no record
         for row, text in enumerate(self._contexts):
             self._generations[text].append((generated[row].tolist(), logprobs[row].tolist()))
         return out

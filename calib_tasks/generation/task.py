@@ -89,6 +89,16 @@ class Correctness:
         return value > self.threshold if self.strict else value >= self.threshold
 
 
+def own_metric_names(metric_list: list[dict[str, Any]]) -> list[str]:
+    """The names of a ``metric_list``'s metrics as the harness keys their values: a metric given
+    as a function (``metric: !function module.fn``) by the function's name."""
+    names = []
+    for entry in metric_list:
+        metric = entry["metric"]
+        names.append(metric.__name__ if callable(metric) else str(metric))
+    return names
+
+
 def correctness(metadata: Mapping[str, Any], metric_names: list[str], task: str) -> Correctness:
     """The task's ``calib_correct`` (module docstring); an unknown metric, a malformed value or
     a task without metrics is an error naming the task and its metrics."""
@@ -184,10 +194,15 @@ class CalibGenerationTask(CalibTask):
     def __init__(self, config: dict[str, Any] | None = None, **kwargs: Any) -> None:
         config = self.resolved_config(config or {})
         own_metrics = list(config.get("metric_list") or [DEFAULT_METRIC])
-        config["metric_list"] = own_metrics
+        # The harness computes them (the stock twin, with any function); its own config names
+        # them, as it keys their values and aggregations by name.
+        config["metric_list"] = [
+            {**entry, "metric": name}
+            for entry, name in zip(own_metrics, own_metric_names(own_metrics), strict=True)
+        ]
         metadata = config.get("metadata") or {}
         task = str(config.get("task"))
-        self.correctness = correctness(metadata, [m["metric"] for m in own_metrics], task)
+        self.correctness = correctness(metadata, own_metric_names(own_metrics), task)
         self.ptrue_prompt = prompts.check_prompt(
             metadata.get(PTRUE_PROMPT_SETTING, prompts.PTRUE_PROMPT), "ptrue", task
         )
@@ -231,7 +246,7 @@ class CalibGenerationTask(CalibTask):
         cls.config_settings(resolved)
         metadata = resolved.get("metadata") or {}
         task = str(resolved.get("task"))
-        names = [m["metric"] for m in resolved.get("metric_list") or [DEFAULT_METRIC]]
+        names = own_metric_names(resolved.get("metric_list") or [DEFAULT_METRIC])
         correctness(metadata, names, task)
         prompts.check_prompt(
             metadata.get(PTRUE_PROMPT_SETTING, prompts.PTRUE_PROMPT), "ptrue", task
@@ -320,6 +335,10 @@ class CalibGenerationTask(CalibTask):
                     )
                 instance.filtered_resps[name] = FilteredAnswer(str(value), generation, name)
 
+    def record_extras(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra record fields for breakdowns and cross-fitting folds (none here)."""
+        return {}
+
     def score(self, doc: dict, results: list[Any]) -> dict[str, Any]:
         """The wrapped task's own metrics of the document's answer and its generation record."""
         answer = results[0]
@@ -340,5 +359,6 @@ class CalibGenerationTask(CalibTask):
             filter=answer.filter_name,
             n_tokens=None if logprobs is None else len(logprobs),
             verbalized_reply=generation.verbalized_reply,
+            **self.record_extras(doc),
         )
         return {**stock, **self.calib_values(record)}

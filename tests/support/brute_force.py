@@ -143,10 +143,14 @@ def top_label(rows: Rows, labels: Sequence[int]) -> tuple[list[float], list[floa
 
 def uninformative(confidence: Sequence[float], rows: Rows | None = None) -> float:
     """1.0 when every confidence is the same value, or (``rows`` given) every document's options
-    are tied; else 0.0."""
-    if max(confidence) - min(confidence) <= TIE_TOLERANCE:
+    are tied (within ``TIE_TOLERANCE`` of the largest value); else 0.0."""
+
+    def tied(values: Sequence[float]) -> bool:
+        return max(values) - min(values) <= TIE_TOLERANCE * max(abs(v) for v in values)
+
+    if tied(confidence):
         return 1.0
-    if rows is not None and all(max(row) - min(row) <= TIE_TOLERANCE for row in rows):
+    if rows is not None and all(tied(row) for row in rows):
         return 1.0
     return 0.0
 
