@@ -84,6 +84,24 @@ def auroc(confidence: Sequence[float], correct: Sequence[float]) -> float:
     return wins / (len(right) * len(wrong))
 
 
+def aurc(confidence: Sequence[float], correct: Sequence[float]) -> float:
+    """``mean_k E_k / k``, ``E_k`` the expected number of errors among the ``k`` most confident
+    items when items of equal confidence come in random order."""
+    blocks: dict[float, list[float]] = {}
+    for c, y in zip(confidence, correct, strict=True):
+        blocks.setdefault(c, []).append(y)
+    total, seen, errors_before = 0.0, 0, 0.0
+    for c in sorted(blocks, reverse=True):
+        block = blocks[c]
+        block_errors = sum(1 - y for y in block)
+        for j in range(1, len(block) + 1):
+            expected = errors_before + j * block_errors / len(block)
+            total += expected / (seen + j)
+        seen += len(block)
+        errors_before += block_errors
+    return total / seen
+
+
 def brier_top_label(confidence: Sequence[float], correct: Sequence[float]) -> float:
     """``mean_i (c_i - y_i)**2``."""
     pairs = list(zip(confidence, correct, strict=True))
