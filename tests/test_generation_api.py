@@ -5,9 +5,11 @@ the confidence methods a backend cannot serve.
   ``verbalized`` method end to end through ``simple_evaluate`` with ``apply_chat_template``; the
   server sees the question turn, then the same conversation with the answer as the assistant turn
   and the verbalized prompt as the next user turn.
-* ``local-completions`` against the tiny GPT-2 (``FakeCompletionsServer``, served over HTTP):
-  the ``seq`` methods by rescoring the generated text after its context (``token_stats``), equal
-  to the hf backend's scores of the same text.
+* ``local-completions`` against the tiny GPT-2 (``FakeCompletionsServer``, served over HTTP)
+  when the server returns no log-probabilities with its generations: the ``seq`` methods by
+  rescoring the generated text after its context (``token_stats``), equal to the hf backend's
+  scores of the same text (the native route, the numbers read from the generation, is tested in
+  tests/test_generation_native.py).
 * Every method a backend cannot serve (chat API, completions API, the harness's ``dummy``) is
   refused by the preflight before any request, naming task, method and backend and offering
   ``verbalized``.
@@ -231,12 +233,13 @@ def completions_server(hf) -> Iterator[LocalServer]:
 
 
 def completions_api(server: LocalServer, tiny_model_dir: Path, **kwargs: Any) -> Any:
-    """local-completions on ``server`` with the tiny model's tokenizer and window (max_length 66:
-    the hf backend's 64-token windows)."""
+    """local-completions (or ``cls=``, a subclass) on ``server`` with the tiny model's tokenizer
+    and window (max_length 66: the hf backend's 64-token windows)."""
     from lm_eval.models.openai_completions import LocalCompletionsAPI
 
+    cls = kwargs.pop("cls", LocalCompletionsAPI)
     options = {"tokenizer_backend": "huggingface", "tokenizer": str(tiny_model_dir), **kwargs}
-    return LocalCompletionsAPI(
+    return cls(
         base_url=server.url(COMPLETIONS_PATH),
         model="tiny",
         max_length=WINDOW + 2,
@@ -249,42 +252,72 @@ def completions_api(server: LocalServer, tiny_model_dir: Path, **kwargs: Any) ->
 COMPLETIONS_BACKEND = "local-completions (lm_eval.models.openai_completions.LocalCompletionsAPI)"
 
 
-def test_a_completions_api_refuses_answer(folder, completions_server, tiny_model_dir):
+def test_a_completions_api_that_parses_its_own_way_refuses_answer(
+    folder, completions_server, tiny_model_dir
+):
+    """A completions API with a ``parse_generations`` of its own has no native route (its text
+    may not be the server's): its generated texts are rescored (seq), and ``answer``, which needs
+    each token's place in the text, is refused before any request."""
+    from lm_eval.models.openai_completions import LocalCompletionsAPI
+
+    class Stripped(LocalCompletionsAPI):
+        @staticmethod
+        def parse_generations(outputs: Any, **kwargs: Any) -> list[str]:
+            return [t.strip() for t in LocalCompletionsAPI.parse_generations(outputs, **kwargs)]
+
     manager, task = calib_task(folder, "seq,answer")
-    lm = completions_api(completions_server, tiny_model_dir)
+    lm = completions_api(completions_server, tiny_model_dir, cls=Stripped)
     with pytest.raises(UnsupportedBackendError) as info:
         evaluate(lm, manager, task, len(DOCS))
     message = str(info.value)
-    assert_refusal(message, task, ["answer"], COMPLETIONS_BACKEND, "seq,verbalized")
-    assert "only the hf backend" in message
+    backend = f"{Stripped.__module__}.{Stripped.__qualname__}"
+    assert_refusal(message, task, ["answer"], backend, "seq,verbalized")
+    assert "only a backend that returns its tokens with its generations" in message
     assert "This backend serves seq, seq_joint, seq_min, ptrue, verbalized;" in message
     assert completions_server.seen == []
 
 
-def test_a_completions_api_without_tokenizer_refuses_ptrue_and_seq(
+def test_a_completions_api_without_tokenizer_refuses_ptrue(
     folder, completions_server, tiny_model_dir
 ):
-    """Without a tokenizer the backend neither scores prompts (ptrue) nor echoes token
-    log-probabilities (seq): both would fail only after every answer was generated."""
+    """Without a tokenizer the backend scores no prompt (ptrue), which would fail only after
+    every answer was generated; its generations still bring their tokens' log-probabilities
+    (seq, answer)."""
     manager, task = calib_task(folder, "seq,ptrue")
     lm = completions_api(completions_server, tiny_model_dir, tokenizer_backend=None)
     with pytest.raises(UnsupportedBackendError) as info:
         evaluate(lm, manager, task, len(DOCS))
     message = str(info.value)
-    assert_refusal(message, task, ["seq", "ptrue"], COMPLETIONS_BACKEND, "verbalized")
+    assert_refusal(message, task, ["ptrue"], COMPLETIONS_BACKEND, "seq,verbalized")
+    assert "'seq'" not in message.split(". This backend")[0]
     assert "scores only with a tokenizer (tokenizer_backend=None)" in message
+    assert "This backend serves seq, seq_joint, seq_min, answer, verbalized;" in message
     assert completions_server.seen == []
 
 
+@pytest.fixture
+def server_without_logprobs(hf) -> Iterator[LocalServer]:
+    """A completions server that ignores ``logprobs`` in generation requests."""
+    server = LocalServer(completions_handler(FakeCompletionsServer(hf, generation_logprobs=False)))
+    yield server
+    server.close()
+
+
 def test_seq_on_a_completions_api_rescores_the_generated_text(
-    folder, completions_server, tiny_model_dir, hf, caplog
+    folder, server_without_logprobs, tiny_model_dir, hf, caplog
 ):
-    """The generated texts are scored after their contexts (token_stats, the echo), as the log
-    says; the confidences equal the hf backend's token_stats of the same (context, text)."""
+    """A server that returns no log-probabilities with its generations, though asked: the
+    generated texts are scored after their contexts (token_stats, the echo), as the log says;
+    the confidences equal the hf backend's token_stats of the same (context, text)."""
+    completions_server = server_without_logprobs
     manager, task = calib_task(folder, "seq,seq_joint,seq_min,verbalized")
     lm = completions_api(completions_server, tiny_model_dir)
     with caplog.at_level(logging.INFO, logger="calib_tasks.generation.request"):
         out = evaluate(lm, manager, task, 2)
+    assert (
+        "calib_generate: 2 of 2 generations could not be matched to their tokens (the server "
+        "returned no log-probabilities with them"
+    ) in caplog.text
     assert (
         "calib_generate: LocalCompletionsAPI returns no token log-probabilities with its "
         "generations; scoring 2 generated texts after their contexts (token_stats)"
@@ -312,6 +345,7 @@ def test_seq_on_a_completions_api_rescores_the_generated_text(
     assert echoes and all(p["max_tokens"] == 1 and p["logprobs"] == 1 for p in echoes)
     decode = hf.tokenizer.decode
     assert len(generations) == 2 * len(pairs)
+    assert all(p["logprobs"] == 1 for p in generations[: len(pairs)])  # asked, not given
     follow_ups = sorted(decode(p["prompt"][0]) for p in generations[len(pairs) :])
     plain = prompts.VERBALIZED_SEPARATOR + prompts.VERBALIZED_PROMPT
     assert follow_ups == sorted(context + text + plain for context, text in pairs)

@@ -11,9 +11,14 @@ every backend: the patch ``calib_tasks.patches.CALIB_GENERATE``) answers a whole
 1. the backend's own ``generate_until`` on ``(context, generation_kwargs)``: the text is the
    harness's, with the same stop sequences and kwargs;
 2. the token log-probabilities of each text (methods ``seq``, ``seq_joint``, ``seq_min``,
-   ``answer``): on hf read while it generates (``hf_steps``); on another backend that answers
-   ``token_stats`` (vllm, local-completions) by scoring the text after its context, which the
-   log says (the fallback; ``answer`` needs the hf route);
+   ``answer``), taken from that generation itself where the backend returns them with it (the
+   native routes, each with its contract in its module: hf, a causal model, ``hf_steps``;
+   local-completions and openai-completions, ``logprobs`` in the generation payload,
+   ``completions_steps``; vllm, ``SamplingParams(logprobs=1)``, ``vllm_steps``). The fallback,
+   for a backend without a native route and for each text a native route could not match to
+   its tokens (beam search, a server that returned no log-probabilities), scores the text after
+   its context with the backend's ``token_stats``, and the log says so. ``answer`` needs each
+   token's place in the text, which only the native routes give;
 3. ``ptrue``: the backend's ``loglikelihood`` of the plan's P(True) prompt (``prompts``);
 4. ``verbalized``: the backend's ``generate_until`` on the follow-up question.
 
@@ -73,7 +78,8 @@ class Generation(str):
     """A generated text (the harness's ``generate_until`` text) with the numbers of its
     confidence methods: ``token_logprobs`` of its kept tokens and where each ends in the text
     (``token_ends``; empty when the route gives no offsets), ``token_route`` (``generation``:
-    read while generating; ``rescored``: the text scored after its context; None: not asked),
+    taken from the generation, a native route; ``rescored``: the text scored after its context;
+    None: not asked),
     ``ptrue`` and the raw ``verbalized_reply`` (None when not asked)."""
 
     token_logprobs: tuple[float, ...] | None
@@ -129,6 +135,28 @@ def _is_hf(lm: object) -> bool:
     )
 
 
+def _native_route(lm: object) -> Any:
+    """The module of ``lm``'s native route (its generations come with their tokens'
+    log-probabilities), or None: hf (a causal model), the completions APIs, vllm."""
+    if _is_hf(lm):
+        from calib_tasks.generation import hf_steps
+
+        return hf_steps
+    from calib_tasks.generation import completions_steps, vllm_steps
+
+    return next((m for m in (completions_steps, vllm_steps) if m.serves(lm)), None)
+
+
+#: Why a native route may not match a generation to its tokens, by route module.
+_UNMATCHED = {
+    "hf_steps": "beam search, or the backend changed the text",
+    "completions_steps": (
+        "the server returned no log-probabilities with them, or tokens that do not spell the text"
+    ),
+    "vllm_steps": "vLLM returned no log-probabilities with them, or the backend changed the text",
+}
+
+
 def _inner(lm: object) -> object:
     while isinstance(lm, CachingLM):
         lm = lm.lm
@@ -156,11 +184,12 @@ def method_problem(lm: object, method: Method) -> str | None:
     when it can; sends no request."""
     lm = _inner(lm)
     backend = type(lm).__name__
-    if method.needs == TOKEN_LOGPROBS and not _is_hf(lm):
+    if method.needs == TOKEN_LOGPROBS and _native_route(lm) is None:
         if method is ANSWER:
             return (
-                "needs each generated token's place in the text, which only the hf backend "
-                "(a causal model) gives"
+                "needs each generated token's place in the text, which only a backend that "
+                "returns its tokens with its generations gives (hf with a causal model, vllm, "
+                "local-completions)"
             )
         try:
             check_backend(lm)
@@ -193,8 +222,9 @@ def check_methods(lm: object, methods: Sequence[Method], task: str) -> None:
     """Raise ``UnsupportedBackendError`` naming the task, every method ``lm`` cannot serve with
     the reason (``method_problem``), the backend (its harness name and class) and the methods it
     can serve, ``verbalized`` always among them (it needs only ``generate_until``); sends no
-    request. Token log-probabilities need hf or a backend that answers ``token_stats``
-    (``answer``: hf), ``ptrue`` a backend that scores prompts (``loglikelihood``)."""
+    request. Token log-probabilities need a native route (hf, vllm, the completions APIs) or a
+    backend that answers ``token_stats`` (``answer``: a native route), ``ptrue`` a backend that
+    scores prompts (``loglikelihood``)."""
     problems = {m.name: p for m in methods if (p := method_problem(lm, m)) is not None}
     if not problems:
         return
@@ -216,14 +246,14 @@ def check_methods(lm: object, methods: Sequence[Method], task: str) -> None:
 
 
 def _token_scores(lm: Any, requests: list[Instance]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The texts of ``requests`` (``generate_until``) and, per text, its token numbers."""
+    """The texts of ``requests`` (``generate_until``) and, per text, its token numbers: from the
+    generation on a native route (``_native_route``), else rescored (``_rescored``)."""
     generate = [Instance("generate_until", r.doc, r.args[:2], 0) for r in requests]
-    if not _is_hf(lm):
+    route = _native_route(lm)
+    if route is None:
         texts = lm.generate_until(generate)
         return texts, _rescored(lm, requests, texts)
-    from calib_tasks.generation import hf_steps
-
-    with hf_steps.recording(lm) as recorder:
+    with route.recording(lm) as recorder:
         texts = lm.generate_until(generate)
     numbers, missing = [], []
     for i, (request, text) in enumerate(zip(requests, texts, strict=True)):
@@ -240,12 +270,14 @@ def _token_scores(lm: Any, requests: list[Instance]) -> tuple[list[str], list[di
                 }
             )
     if missing:
+        answer = any(ANSWER.name in requests[i].args[2]["methods"] for i in missing)
         eval_logger.warning(
-            "calib_generate: %d of %d generations could not be matched to their tokens (beam "
-            "search, or the backend changed the text); their texts are scored after their "
-            "contexts instead",
+            "calib_generate: %d of %d generations could not be matched to their tokens (%s); "
+            "their texts are scored after their contexts instead%s",
             len(missing),
             len(texts),
+            _UNMATCHED.get(route.__name__.rpartition(".")[2], "the backend changed the text"),
+            " (no token offsets: the answer method gives them no confidence)" if answer else "",
         )
         rescored = _rescored(lm, [requests[i] for i in missing], [texts[i] for i in missing])
         for i, values in zip(missing, rescored, strict=True):
@@ -255,7 +287,9 @@ def _token_scores(lm: Any, requests: list[Instance]) -> tuple[list[str], list[di
 
 def _rescored(lm: Any, requests: list[Instance], texts: list[str]) -> list[dict[str, Any]]:
     """Token numbers of each text scored after its context (``token_stats``; an empty text has
-    none)."""
+    none). UnsupportedBackendError, naming both, when the backend cannot score them (a
+    completions server that returned no log-probabilities with its generations, and has no
+    tokenizer or echoes no prompt)."""
     eval_logger.info(
         "calib_generate: %s returns no token log-probabilities with its generations; scoring "
         "%d generated texts after their contexts (token_stats)",
@@ -263,6 +297,16 @@ def _rescored(lm: Any, requests: list[Instance], texts: list[str]) -> list[dict[
         len(texts),
     )
     scored = [i for i, text in enumerate(texts) if text]
+    if not scored:
+        return [{"token_route": "rescored"} for _ in texts]
+    try:
+        check_backend(lm)
+    except UnsupportedBackendError as error:
+        raise UnsupportedBackendError(
+            f"calib_generate: {len(texts)} generations of the backend {backend_name(lm)} came "
+            "without their tokens' log-probabilities, and their texts cannot be scored after "
+            f"their contexts instead: {error}"
+        ) from error
     stats = getattr(lm, TOKEN_STATS)(
         [Instance(TOKEN_STATS, requests[i].doc, (requests[i].args[0], texts[i]), 0) for i in scored]
     )
