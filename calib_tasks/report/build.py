@@ -69,14 +69,17 @@ def _entry_files(entry: Entry, out_dir: Path, options: ReportOptions) -> EntryFi
         n = f"n = {numbers.n}" + (
             f" ({numbers.documents} documents)" if numbers.documents != numbers.n else ""
         )
+        title, ece = f"{entry.task}: {entry.label}", f"ECE = {ece_text(entry)} ({LEVEL} CI)"
+        if numbers.method is not None:  # generated answers: the first method's diagram
+            title += f", {numbers.method} confidence"
+            n = f"n = {numbers.n} answers"
+            if numbers.scored != numbers.n:
+                ece += f", on the {numbers.scored} with a {numbers.method} confidence"
         write_reliability_diagram(
             out_dir / diagram,
             numbers.bins,
-            title=f"{entry.task}: {entry.label}",
-            stats="\n".join(
-                [f"{n}, accuracy = {fmt(numbers.acc)}", f"ECE = {ece_text(entry)} ({LEVEL} CI)"]
-                + entry.alerts
-            ),
+            title=title,
+            stats="\n".join([f"{n}, accuracy = {fmt(numbers.acc)}", ece] + entry.alerts),
             binning=numbers.binning,
             observed=numbers.observed,
         )

@@ -5,10 +5,13 @@ per filter; a task of several filters gets one entry per filter, named ``<task>,
 numbers recomputed from its samples file when it has usable records, else the numbers of its
 results file. A multiple-choice task of a run made without this package gets one entry per
 confidence rule of ``logged_choices.LOGGED_RULES``, named ``<task> [<rule>]`` and carrying its
-``Rule``. Groups, non-calib tasks and tasks with neither usable samples nor calib numbers
-are skipped with a note. Two things make numbers from the samples untrustworthy, and both are
-marked on the entry and noted: fewer (or more) usable samples than the results file counts
-(``n-samples`` -> task -> ``effective``), and scores that carry no information.
+``Rule``. A generative calib task's entry holds generation records (its numbers: the first
+confidence method's, ``numbers``; every method's: ``methods.method_rows``). Groups, non-calib
+tasks (a stock ``generate_until`` task among them: its samples log text, no log-probabilities)
+and tasks with neither usable samples nor calib numbers are skipped with a note. Two things
+make numbers from the samples untrustworthy, and both are marked on the entry and noted: fewer
+(or more) usable samples than the results file counts (``n-samples`` -> task ->
+``effective``), and scores that carry no information.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from pathlib import Path
 
 from calib_tasks.report.logged_choices import read_choice_records
 from calib_tasks.report.notes import Notes
-from calib_tasks.report.numbers import TaskNumbers, pool_numbers, results_numbers
+from calib_tasks.report.numbers import (
+    TaskNumbers,
+    pool_numbers,
+    results_numbers,
+    unknown_methods,
+)
 from calib_tasks.report.runs import (
     Run,
     is_calib_result,
@@ -28,9 +36,18 @@ from calib_tasks.report.runs import (
 from calib_tasks.report.samples import FilterSamples, TaskSamples, read_samples
 from calib_tasks.scoring.confidence_rules import SUM, Rule
 from calib_tasks.scoring.metric_table import EQUAL_MASS, EQUAL_WIDTH, MetricOptions
-from calib_tasks.scoring.records import HISTOGRAM, ONE_PREDICTION, PREDICT_ONLY_KEY, Pool
+from calib_tasks.scoring.records import (
+    GENERATION,
+    HISTOGRAM,
+    ONE_PREDICTION,
+    PREDICT_ONLY_KEY,
+    RECORD_KEY,
+    Pool,
+)
 
 MAX_LISTED_PROBLEMS = 5
+#: The harness's output type of generative tasks, whose stock samples log text, no scores.
+GENERATE_UNTIL = "generate_until"
 NO_INFORMATION = "the backend's scores carry no information"
 
 #: How calib-report recomputes every number: the metric table's options (binning strategy,
@@ -200,6 +217,11 @@ def _samples_entry(
         return None
     if pool.kind in ONE_PREDICTION:
         _note_brier_kind(pool, numbers, notes, where)
+    if pool.kind == GENERATION and (unknown := unknown_methods(pool)):
+        notes.add(
+            f"{where}: the records name confidence method(s) {', '.join(unknown)} that this "
+            "version of calib_tasks does not know; left out"
+        )
     entry = Entry(
         position,
         run,
@@ -276,7 +298,15 @@ def task_entries(
         if output_type == "multiple_choice":
             return _logged_choice_entries(position, run, label, task, samples_path, options, notes)
         kind = f"output_type {output_type}" if output_type else "no task config in the results file"
-        notes.add(f"{where}: not a calib task and not multiple choice ({kind}); skipped")
+        why = "skipped"
+        if output_type == GENERATE_UNTIL:
+            why = (
+                "skipped: its samples hold the generated text only, no log-probabilities were "
+                f"logged (no calib record under {RECORD_KEY!r}), so there is no confidence to "
+                "calibrate; to measure it, run it wrapped by "
+                "calib_tasks.generation.CalibGenerationTask (a task YAML whose wraps: names it)"
+            )
+        notes.add(f"{where}: not a calib task and not multiple choice ({kind}); {why}")
         return []
     _note_problems(samples, notes, where)
     if not samples.n_documents:

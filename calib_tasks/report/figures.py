@@ -1,12 +1,15 @@
-"""The report's figures: reliability diagrams and the comparison across runs, drawn in the
-commands' one figure style (``calib_tasks.render.figures``). The reliability panel is drawn by
-``calib_tasks.render.reliability``, the diagram's one drawing; here are the report's layout
-around it (histogram panel, titles, legend) and the saving."""
+"""The report's figures: reliability diagrams, the comparison across runs, and a generative
+task's reliability per confidence method and risk-coverage curves, drawn in the commands' one
+figure style (``calib_tasks.render.figures``). The reliability panel is drawn by
+``calib_tasks.render.reliability``, the diagram's one drawing, and the risk-coverage curve by
+``calib_tasks.render.risk_coverage``; here are the report's layout around them (histogram
+panel, titles, legend) and the saving."""
 
 from __future__ import annotations
 
+import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from calib_tasks.render.reliability import (
     draw_reliability,
     opaque,
 )
+from calib_tasks.render.risk_coverage import RiskCoverageData, draw_risk_coverage
 from calib_tasks.render.text import LEVEL
 
 RELIABILITY_SIZE = (6.4, 7.2)
@@ -36,6 +40,10 @@ MAX_COUNT_LABELS = 20  # bins' counts are written above the histogram up to this
 ECE_COLOR = "#DD8452"
 TITLE_WIDTH = 60
 MARKER_OFFSET = 0.12  # comparison rows are 1 apart: a marker sits this far under its row
+METHOD_PANEL_SIZE = (3.4, 3.6)  # inches per panel of the reliability per confidence method
+METHOD_PANEL_COLUMNS = 3
+RISK_COVERAGE_SIZE = (6.4, 5.0)
+BASELINE_COLOR = "#555555"
 
 
 def _wrap(text: str) -> str:
@@ -203,3 +211,79 @@ def _comparison_row(
             )
     ece_axis.set_yticks(np.arange(len(run_labels)), list(run_labels))
     ece_axis.set_ylim(len(run_labels) - 0.5, -0.5)
+
+
+@dataclass(frozen=True)
+class MethodPanel:
+    """One confidence method's panel of a generative task's reliability figure: its name, its
+    numbers per bin (None when it scored no answer) and the panel's subtitle (n, ECE)."""
+
+    method: str
+    data: ReliabilityData | None
+    stats: str
+
+
+def write_method_reliability_figure(
+    stem: Path, panels: Sequence[MethodPanel], *, title: str, binning: str
+) -> Figure:
+    """Write ``<stem>.png``/``.svg`` and return the figure drawn: one reliability panel
+    (``calib_tasks.render.reliability.draw_reliability``) per confidence method, up to
+    ``METHOD_PANEL_COLUMNS`` a row, the method and its ``stats`` over each; a method that scored
+    no answer gets an empty panel saying so. ``binning`` goes into the x-axis labels, the
+    legend of every panel under the figure."""
+    columns = min(len(panels), METHOD_PANEL_COLUMNS)
+    rows = math.ceil(len(panels) / columns)
+    size = (METHOD_PANEL_SIZE[0] * columns, METHOD_PANEL_SIZE[1] * rows + 0.9)
+    with saved_figure(stem, size) as figure:
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        marks: dict[str, object] = {}  # every mark drawn in some panel, once
+        for ax, panel in zip(axes, panels, strict=False):
+            ax.set_title(f"{panel.method}\n{_wrap_lines(panel.stats)}", fontsize=9)
+            if panel.data is None:
+                ax.set(xlim=(0, 1), ylim=(0, 1), xticks=[], yticks=[])
+                ax.text(
+                    0.5, 0.5, f"no answer has a\n{panel.method} confidence",
+                    ha="center", va="center", transform=ax.transAxes, color=GAP_COLOR,
+                )  # fmt: skip
+                continue
+            draw_reliability(panel.data, ax=ax, legend=False)
+            ax.set_xlabel(f"{panel.method} confidence, {binning}", fontsize=8)
+            handles, labels = ax.get_legend_handles_labels()
+            marks.update({label: handle for handle, label in zip(handles, labels, strict=True)})
+        if marks:
+            opaque(
+                figure.legend(
+                    list(marks.values()), list(marks), loc="outside lower center", ncols=2,
+                    frameon=False, fontsize=8,
+                )
+            )  # fmt: skip
+        for ax in axes[len(panels) :]:
+            ax.set_visible(False)
+        figure.suptitle(_wrap(title), fontsize=12)
+    return figure
+
+
+def write_risk_coverage_figure(
+    stem: Path,
+    curves: Mapping[str, RiskCoverageData],
+    *,
+    title: str,
+    accuracy: float,
+    n: int,
+) -> Figure:
+    """Write ``<stem>.png``/``.svg`` and return the figure drawn: the risk-coverage curve of
+    each confidence method (``calib_tasks.render.risk_coverage.draw_risk_coverage``: accuracy
+    of the k most confident answers against the coverage k/n, one line per method, its AURC in
+    the legend), over the ``accuracy`` of all ``n`` answers as a dotted line (where a
+    confidence that ranks nothing stays)."""
+    with saved_figure(stem, RISK_COVERAGE_SIZE) as figure:
+        ax = figure.subplots()
+        ax.axhline(
+            accuracy, ls=":", lw=1, color=BASELINE_COLOR,
+            label=f"accuracy of all {n} answers ({accuracy:.3f})",
+        )  # fmt: skip
+        draw_risk_coverage(curves, ax=ax, legend=False)
+        ax.legend(loc="best", fontsize=8)
+        ax.set_title("accuracy of the k most confident answers against coverage k/n")
+        figure.suptitle(_wrap(title), fontsize=12)
+    return figure

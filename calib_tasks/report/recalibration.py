@@ -18,6 +18,7 @@ import calib_metrics as cm
 from calib_metrics.bootstrap import index_bootstrap_ci
 from calib_metrics.classwise import static_calibration_error
 from calib_tasks.report.entries import Entry, ReportOptions
+from calib_tasks.report.numbers import generation_methods
 from calib_tasks.scoring.confidence_rules import SUM
 from calib_tasks.scoring.recalibrators import (
     RECALIBRATORS,
@@ -29,7 +30,13 @@ from calib_tasks.scoring.recalibrators import (
     out_of_fold_probs,
     out_of_fold_top_label,
 )
-from calib_tasks.scoring.records import LOGLIKELIHOODS, MULTICLASS, TOP_LABEL, Pool
+from calib_tasks.scoring.records import (
+    GENERATION,
+    LOGLIKELIHOODS,
+    MULTICLASS,
+    TOP_LABEL,
+    Pool,
+)
 
 #: The recalibrator whose result the report draws beside the original diagram, per record kind.
 DRAWN = {MULTICLASS: "temperature", TOP_LABEL: "platt"}
@@ -112,13 +119,32 @@ def _options_gap(pool: Pool) -> str | None:
 
 
 def recalibration(entry: Entry, options: ReportOptions) -> Recalibration | None:
-    """The entry's recalibration with ``options``, or None for records that are not one
-    prediction each. When some records lack what others carry (``_options_gap``), the
-    recalibrators of option scores are not fitted, and when it is option probabilities the
-    others use the top label alone (the pool is then top-label)."""
+    """The entry's recalibration with ``options`` (``pool_recalibration``), or None for records
+    that are not one prediction each."""
     pool = entry.predictions
-    if pool is None:
-        return None
+    return None if pool is None else pool_recalibration(pool, options)
+
+
+def method_recalibrations(entry: Entry, options: ReportOptions) -> dict[str, Recalibration]:
+    """Per confidence method of a generation entry's records, in their order, the recalibration
+    of the answers it scored (``pool_recalibration`` of ``Pool.method``: the recalibrators of the
+    top-label confidence); empty for other entries. A method that scored no answer has none."""
+    pool = entry.pool
+    if pool is None or pool.kind != GENERATION:
+        return {}
+    recalibrations = {}
+    for method in generation_methods(pool):
+        scored = pool.method(method)
+        if scored is not None:
+            recalibrations[method] = pool_recalibration(scored, options)
+    return recalibrations
+
+
+def pool_recalibration(pool: Pool, options: ReportOptions) -> Recalibration:
+    """The recalibration of the one-prediction records of ``pool`` with ``options``. When some
+    records lack what others carry (``_options_gap``), the recalibrators of option scores are
+    not fitted, and when it is option probabilities the others use the top label alone (the
+    pool is then top-label)."""
     gap = _options_gap(pool)
     multiclass = pool.kind == MULTICLASS
     labels = pool.labels if multiclass else None

@@ -13,7 +13,7 @@ words.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,21 +103,12 @@ def _ranking(values: Sequence[float]) -> tuple[int, ...]:
     return tuple(sorted(range(len(values)), key=lambda i: (values[i], i)))
 
 
-def flip_notice(rows: Sequence[RuleRow]) -> str | None:
-    """A sentence naming the rankings of the task's runs that disagree (by ECE under each rule,
-    and by SCE under the ``sum`` rule), or None when there are fewer than two runs or every
-    ranking is the same."""
-    runs = list(dict.fromkeys(row.entry.label for row in rows))
-    if len(runs) < 2:
-        return None
-    rankings: dict[str, tuple[int, ...]] = {}
-    for rule in dict.fromkeys(row.rule for row in rows):
-        by_run = {row.entry.label: row.values["ece"] for row in rows if row.rule is rule}
-        if len(by_run) == len(runs):
-            rankings[f"ECE under the {rule.name} rule"] = _ranking([by_run[r] for r in runs])
-    sce = {row.entry.label: row.values["sce"] for row in rows if row.rule is SUM}
-    if len(sce) == len(runs) and all(math.isfinite(v) for v in sce.values()):
-        rankings["SCE under the sum rule"] = _ranking([sce[r] for r in runs])
+def order_flips(runs: Sequence[str], scores: Mapping[str, Sequence[float]], by: str) -> str | None:
+    """The flip notice of ``runs`` ranked by each of ``scores`` (ranking name -> one score per
+    run, in the order of ``runs``, lower is better calibrated): a sentence naming every ranking
+    when two of them disagree, ``by`` saying what they differ in ("the rule or the metric"),
+    else None."""
+    rankings = {name: _ranking(values) for name, values in scores.items()}
     if len(set(rankings.values())) < 2:
         return None
     orders = "; ".join(
@@ -125,5 +116,23 @@ def flip_notice(rows: Sequence[RuleRow]) -> str | None:
     )
     return (
         "THE ORDER OF THE RUNS FLIPS with how confidence is read off the model: which run is "
-        f"better calibrated depends on the rule or the metric (best calibrated first, {orders})"
+        f"better calibrated depends on {by} (best calibrated first, {orders})"
     )
+
+
+def flip_notice(rows: Sequence[RuleRow]) -> str | None:
+    """A sentence naming the rankings of the task's runs that disagree (by ECE under each rule,
+    and by SCE under the ``sum`` rule), or None when there are fewer than two runs or every
+    ranking is the same (``order_flips``)."""
+    runs = list(dict.fromkeys(row.entry.label for row in rows))
+    if len(runs) < 2:
+        return None
+    scores: dict[str, list[float]] = {}
+    for rule in dict.fromkeys(row.rule for row in rows):
+        by_run = {row.entry.label: row.values["ece"] for row in rows if row.rule is rule}
+        if len(by_run) == len(runs):
+            scores[f"ECE under the {rule.name} rule"] = [by_run[r] for r in runs]
+    sce = {row.entry.label: row.values["sce"] for row in rows if row.rule is SUM}
+    if len(sce) == len(runs) and all(math.isfinite(v) for v in sce.values()):
+        scores["SCE under the sum rule"] = [sce[r] for r in runs]
+    return order_flips(runs, scores, "the rule or the metric")

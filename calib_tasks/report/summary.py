@@ -1,8 +1,9 @@
 """The report as a document: what summary.md and report.html say, in the order a person reads it.
 
 Per task a table of runs (n, accuracy, ECE with its interval, MCE, Brier, AUROC, where the
-numbers come from, links to the diagram and breakdown), then the reliability diagrams; before
-that the runs, the warnings, the notes and the comparison across runs.
+numbers come from, links to the diagram and breakdown; for generated answers those of the
+task's first confidence method), the tables of ``TABLES``, then the reliability diagrams;
+before that the runs, the warnings, the notes and the comparison across runs.
 
 An entry's markers (``Entry.alerts``) are shown wherever its numbers are: in the warnings at the
 top, above its task's table, in its row (the n of INCOMPLETE numbers carries the marker; the ECE
@@ -165,6 +166,13 @@ def _task_notes(entries: Sequence[Entry], options: ReportOptions) -> Paragraph:
         parts.append(f"Brier: {' / '.join(kinds)}. ")
     if any(e.numbers.documents != e.numbers.n and e.numbers.n is not None for e in entries):
         parts.append("n counts token predictions; intervals resample whole documents. ")
+    methods = list(dict.fromkeys(e.numbers.method for e in entries if e.numbers.method))
+    if methods:
+        parts.append(
+            "Generated answers: n and acc count every answer; ECE, MCE, Brier and AUROC are "
+            f"those of the task's first confidence method ({', '.join(methods)}) on the answers "
+            "it scored, every method's in the table of confidence methods. "
+        )
     return Paragraph(["".join(parts).strip()])
 
 
@@ -175,7 +183,8 @@ def _results_table(entries: Sequence[Entry]) -> list[Block]:
     keys = [
         metric.key
         for metric in metric_table.METRICS
-        if any(f"{metric.key},none" in e.run.metrics.get(e.task, {}) for e in entries)
+        if metric.method is None  # a generative task's per-method numbers: the methods table
+        and any(f"{metric.key},none" in e.run.metrics.get(e.task, {}) for e in entries)
     ]
     if not keys:
         return []

@@ -25,11 +25,25 @@ from calib_tasks.render.document import (
     Text,
 )
 from calib_tasks.render.markdown import render_markdown
+from calib_tasks.render.reliability import ReliabilityData
+from calib_tasks.render.risk_coverage import RiskCoverageData
 from calib_tasks.render.text import LEVEL, binning_text, ece_with_interval, fmt
 from calib_tasks.report.breakdown import BreakdownRow, breakdown, breakdown_fields
 from calib_tasks.report.entries import Entry, ReportOptions
-from calib_tasks.report.figures import write_reliability_diagram
-from calib_tasks.report.recalibration import DRAWN, Recalibration, recalibration
+from calib_tasks.report.figures import (
+    MethodPanel,
+    write_method_reliability_figure,
+    write_reliability_diagram,
+    write_risk_coverage_figure,
+)
+from calib_tasks.report.methods import COLUMNS as METHOD_COLUMNS
+from calib_tasks.report.methods import MethodRow, method_flip_notice, method_rows
+from calib_tasks.report.recalibration import (
+    DRAWN,
+    Recalibration,
+    method_recalibrations,
+    recalibration,
+)
 from calib_tasks.report.rules import COLUMNS, WHY_SAME, RuleRow, flip_notice, rule_rows
 from calib_tasks.scoring.metric_table import EQUAL_MASS
 
@@ -186,6 +200,187 @@ def _flip_warnings(values: Sequence[list[RuleRow]]) -> list[str]:
     return [notice] if notice else []
 
 
+# Confidence methods x metrics, per generative task, with each entry's figures per method.
+
+#: What the methods table calls a method's unscored answers when it has no count row.
+NO_CONFIDENCE = "without a confidence"
+
+
+@dataclass(frozen=True)
+class Methods:
+    """The methods table's value: the entry's rows, one per confidence method, and the stems of
+    its figures (relative to the report folder): the reliability diagram of every method and
+    the risk-coverage curves (None when no method scored an answer)."""
+
+    rows: list[MethodRow]
+    reliability: str
+    risk_coverage: str | None
+
+
+def _method_ece_text(row: MethodRow) -> str:
+    return ece_with_interval(row.ece, row.ece_low, row.ece_high)
+
+
+def _methods(entry: Entry, options: ReportOptions, out_dir: Path, name: str) -> Methods | None:
+    """The entry's confidence methods (``methods.method_rows``) and their figures, drawn with
+    the report's binning: one reliability panel per method and the risk-coverage curves."""
+    rows = method_rows(entry, options)
+    pool = entry.pool
+    if not rows or pool is None:
+        return None
+    binning = binning_text(options.n_bins, options.binning)
+    panels, curves = [], {}
+    for row in rows:
+        scored = pool.method(row.method.name)
+        data = None
+        stats = f"no confidence for any of the {row.of} answers"
+        if scored is not None:
+            data = ReliabilityData.from_predictions(
+                scored.confidence, scored.correct, n_bins=options.n_bins, strategy=options.binning
+            )
+            curves[row.method.name] = RiskCoverageData.from_predictions(
+                scored.confidence, scored.correct
+            )
+            of = f" of {row.of}" if row.n < row.of else ""
+            ece = _method_ece_text(row)
+            stats = f"n = {row.n}{of}, acc = {fmt(row.acc)}\nECE = {ece} ({LEVEL} CI)"
+            if row.uninformative:
+                stats += "\nNOT MEASURED: " + row.uninformative
+        panels.append(MethodPanel(row.method.name, data, stats))
+    title = f"{entry.task}: {entry.label}"
+    reliability = f"{FIGURES}/reliability_methods__{name}"
+    write_method_reliability_figure(
+        out_dir / reliability, panels, title=f"{title}, per confidence method", binning=binning
+    )
+    risk_coverage = None
+    if curves:
+        risk_coverage = f"{FIGURES}/risk_coverage__{name}"
+        write_risk_coverage_figure(
+            out_dir / risk_coverage,
+            curves,
+            title=f"{title}, selective accuracy per confidence method",
+            accuracy=float(pool.correct.mean()),
+            n=pool.n,
+        )
+    return Methods(rows, reliability, risk_coverage)
+
+
+def _unscored_cell(row: MethodRow) -> str:
+    """How many answers the method left without a confidence: its count row's value of all
+    answers (``answer_not_found: 3 of 12``), else how many it had none for."""
+    if row.unscored_key is not None:
+        return f"{row.unscored_key}: {row.unscored} of {row.of}"
+    return f"{row.unscored} of {row.of} {NO_CONFIDENCE}" if row.unscored else "none"
+
+
+def _method_ece_cell(row: MethodRow) -> Text:
+    text = _method_ece_text(row)
+    return [Alert("NOT MEASURED"), f" ({text})"] if row.uninformative else [text]
+
+
+def _uninformative_cell(row: MethodRow) -> str:
+    if not row.scored:
+        return "n/a"
+    return f"yes ({row.uninformative})" if row.uninformative else "no"
+
+
+def _methods_blocks(values: Sequence[Methods]) -> list[Block]:
+    """The task's table of confidence methods x metrics (one row per run and method), with the
+    flip notice above it when the runs' order depends on the method."""
+    rows = [row for value in values for row in value.rows]
+    if not rows:
+        return []
+    task = rows[0].entry.task
+    notice = method_flip_notice(rows)
+    described = "; ".join(
+        f"{m.name}: {m.description}" for m in dict.fromkeys(row.method for row in rows)
+    )
+    binning = rows[0].entry.numbers.binning
+    words = [
+        f"How sure the model is of its generated answer, each method's numbers on the answers "
+        f"it gave a confidence ({described}), with the report's binning ({binning}; "
+        "helm_ece_10_bin and helm_selective_acc_10 keep HELM's own); acc: of those answers; "
+        "n/a: the method scored no answer.",
+        "not scored: the answers a method could not score (answer_not_found: the filtered "
+        "answer is no span of the generated text; verbalized_unparsed: the stated confidence "
+        "holds no number), left out of its numbers."
+        if any(row.unscored for row in rows)
+        else "",
+        "NOT MEASURED: the method's confidences carry no information (all equal), so its "
+        "calibration errors (in parentheses) measure nothing."
+        if any(row.uninformative for row in rows)
+        else "",
+    ]
+    body: list[list[Text]] = [
+        [
+            [row.entry.label],
+            [row.method.name],
+            [str(row.n)],
+            [_unscored_cell(row)],
+            [fmt(row.acc)],
+            _method_ece_cell(row),
+            *[[fmt(row.values[column])] for column in METHOD_COLUMNS],
+            [_uninformative_cell(row)],
+        ]
+        for row in rows
+    ]
+    header = ["run", "method", "n scored", "not scored", "acc", f"ECE [{LEVEL} CI]"]
+    header += [*METHOD_COLUMNS, "uninformative_scores"]
+    blocks: list[Block] = [
+        Heading(f"Confidence methods of {task}", 3, slug(f"methods-{task}")),
+        Paragraph([" ".join(part for part in words if part)]),
+        Table(header, body, right=frozenset({2, 4, 5, 6, 7, 8, 9, 10})),
+    ]
+    if notice:
+        blocks.insert(1, Paragraph([Alert(notice)]))
+    return blocks
+
+
+def _methods_warnings(values: Sequence[Methods]) -> list[str]:
+    """The flip notice, and every method (other than the headline's, whose marker the entry
+    carries) that scored no answer or whose confidences carry no information."""
+    rows = [row for value in values for row in value.rows]
+    warnings = [notice] if (notice := method_flip_notice(rows)) else []
+    for row in rows:
+        where = f"{row.entry.label}, {row.method.name} method"
+        if not row.scored:
+            warnings.append(
+                f"{where}: no answer has a confidence ({_unscored_cell(row)}); its numbers are n/a"
+            )
+        elif row.uninformative and row.method.name != row.entry.numbers.method:
+            warnings.append(
+                f"{where}: NOT MEASURED: {row.uninformative} — its calibration errors measure "
+                "nothing"
+            )
+    return warnings
+
+
+def _method_figures_blocks(entry: Entry, value: Methods) -> list[Block]:
+    """The entry's reliability diagram per confidence method and its risk-coverage curves."""
+    blocks: list[Block] = [
+        Heading(
+            f"{entry.task}: {entry.label}, per confidence method",
+            3,
+            slug(f"fig-{value.reliability}"),
+        ),
+        Figure(
+            f"{value.reliability}.png",
+            f"{value.reliability}.svg",
+            f"Reliability diagram of {entry.task}, {entry.label}, per confidence method",
+        ),
+    ]
+    if value.risk_coverage:
+        blocks.append(
+            Figure(
+                f"{value.risk_coverage}.png",
+                f"{value.risk_coverage}.svg",
+                f"Risk-coverage (selective accuracy) of {entry.task}, {entry.label}, per "
+                "confidence method",
+            )
+        )
+    return blocks
+
+
 # Recalibration, per entry, with the reliability diagram after the recalibrator ``DRAWN``.
 
 
@@ -278,6 +473,46 @@ def _recalibration_blocks(entry: Entry, value: Recalibrated) -> list[Block]:
     return blocks
 
 
+def _method_recalibrations(
+    entry: Entry, options: ReportOptions, out_dir: Path, name: str
+) -> dict[str, Recalibration] | None:
+    """Per confidence method of a generation entry, its answers' recalibration."""
+    return method_recalibrations(entry, options) or None
+
+
+def _method_recalibration_blocks(entry: Entry, value: dict[str, Recalibration]) -> list[Block]:
+    """The entry's calibration after each cross-fitted recalibrator of the top-label
+    confidence, per confidence method."""
+    body: list[list[Text]] = [
+        [
+            [method],
+            [row.recalibrator.name if row.recalibrator else "as measured"],
+            [interval_text(row.ece)],
+            [interval_text(row.brier)],
+        ]
+        for method, recalibrated in value.items()
+        for row in recalibrated.rows
+    ]
+    folds = dict.fromkeys(r.folds for r in value.values())
+    skipped = [f"{m}, {why}" for m, r in value.items() for why in r.skipped]
+    words = [
+        "Recalibrated per confidence method, on the answers it scored, cross-fitted (each "
+        f"answer's map fitted on the other folds; {'; '.join(folds)}; {LEVEL} intervals "
+        "resample the answers of the out-of-fold predictions). Brier: of the top label. "
+    ]
+    if skipped:
+        words.append("Not fitted: " + "; ".join(skipped) + ".")
+    return [
+        Heading(
+            f"Recalibration of {entry.task}, {entry.label}, per confidence method",
+            3,
+            slug(f"recal-methods-{entry.task}-{entry.position}-{entry.label}"),
+        ),
+        Paragraph(["".join(words).strip()]),
+        Table(["method", "recalibrator", "ECE", "Brier"], body, right=frozenset({2, 3})),
+    ]
+
+
 # Breakdowns, per entry, also written to a Markdown file of their own.
 
 
@@ -350,6 +585,22 @@ RECALIBRATION = EntryTable[Recalibrated](
     "recalibration", _recalibrated, entry_blocks=_recalibration_blocks
 )
 BREAKDOWN = EntryTable[Breakdowns]("breakdowns", _breakdowns, entry_blocks=_breakdown_blocks)
+METHODS = EntryTable[Methods](
+    "methods",
+    _methods,
+    entry_blocks=_method_figures_blocks,
+    task_blocks=_methods_blocks,
+    warnings=_methods_warnings,
+)
+METHOD_RECALIBRATION = EntryTable[dict[str, Recalibration]](
+    "method_recalibration", _method_recalibrations, entry_blocks=_method_recalibration_blocks
+)
 
 #: Every per-entry table, in the order their blocks appear.
-TABLES: tuple[EntryTable[Any], ...] = (RULES, RECALIBRATION, BREAKDOWN)
+TABLES: tuple[EntryTable[Any], ...] = (
+    RULES,
+    METHODS,
+    RECALIBRATION,
+    METHOD_RECALIBRATION,
+    BREAKDOWN,
+)
