@@ -23,6 +23,7 @@ from support.generation import (
     greedy_answer,
     ptrue,
     question_text,
+    record_confidences,
     write_generation_task,
     write_generation_wrapper,
 )
@@ -185,7 +186,7 @@ def test_token_methods_equal_brute_force(runs, references):
         for name in FILTER_NAMES:
             sample = runs.calib_samples[(name, i)]
             record = sample["ece"]
-            values = record["confidences"]
+            values = record_confidences(record)
             assert record["filter"] == name
             assert record["n_tokens"] == len(reference.kept_ids), (i, name)
             assert _close(values["seq"], reference.seq), (i, name)
@@ -207,7 +208,7 @@ def test_ptrue_equals_brute_force(runs, model):
         prompt = prompts.PTRUE_PROMPT.format(question=question_text(doc), answer=text.strip())
         reference = ptrue(model.network, model.tokenizer, prompt)
         for name in FILTER_NAMES:  # the generated text is judged, whatever the filter
-            value = runs.calib_samples[(name, i)]["ece"]["confidences"]["ptrue"]
+            value = record_confidences(runs.calib_samples[(name, i)]["ece"])["ptrue"]
             assert _close(value, reference), (i, name)
 
 
@@ -224,10 +225,10 @@ def test_verbalized_reply_is_the_greedy_follow_up(runs, model):
         for name in FILTER_NAMES:
             record = runs.calib_samples[(name, i)]["ece"]
             assert record["verbalized_reply"] == reply, (i, name)
-            assert record["confidences"]["verbalized"] == prompts.parse_verbalized(reply)
+            assert record_confidences(record)["verbalized"] == prompts.parse_verbalized(reply)
     for name in FILTER_NAMES:
         unparsed = sum(
-            runs.calib_samples[(name, i)]["ece"]["confidences"]["verbalized"] is None
+            record_confidences(runs.calib_samples[(name, i)]["ece"])["verbalized"] is None
             for i in range(N)
         )
         assert runs.calib["results"]["calib_gen"][f"verbalized_unparsed,{name}"] == unparsed
@@ -252,9 +253,9 @@ def test_the_fallback_route_agrees_with_the_hf_route(runs, references, model, lm
         retokenised, logprobs = continuation_tokens(
             model.network, model.tokenizer, context, reference.text
         )
-        values = samples[("whole", i)]["ece"]["confidences"]
-        hf_values = runs.calib_samples[("whole", i)]["ece"]["confidences"]
-        assert samples[("whole", i)]["ece"]["n_tokens"] == (len(logprobs) or None), i
+        values = record_confidences(samples[("whole", i)]["ece"])
+        hf_values = record_confidences(runs.calib_samples[("whole", i)]["ece"])
+        assert samples[("whole", i)]["ece"]["n_tokens"] == len(logprobs), i
         for name, reference_value in _seq_values(logprobs).items():
             assert _close(values[name], reference_value), (i, name)
         if retokenised == reference.kept_ids:
@@ -280,7 +281,7 @@ def test_beam_search_falls_back_to_rescoring(runs, model, lm, caplog):
         assert text.token_route == "rescored"
         _, logprobs = continuation_tokens(model.network, model.tokenizer, question_text(doc), text)
         for name, reference_value in _seq_values(logprobs).items():
-            assert _close(sample["ece"]["confidences"][name], reference_value), (i, name)
+            assert _close(record_confidences(sample["ece"])[name], reference_value), (i, name)
 
 
 # ------------------------------------------------------------------ 5. the chat template
@@ -365,9 +366,12 @@ def test_predict_only_keeps_the_record_under_bypass(runs, lm):
         record, full = sample["bypass"], runs.calib_samples[key]["ece"]
         assert record["correct"] == full["correct"] == runs.stock_samples[key]["exact_match"], key
         assert record["filter"] == key[0]
-        assert record["confidences"].keys() == set(SEQ_METHODS)
+        assert record_confidences(record).keys() == set(SEQ_METHODS)
         for name in SEQ_METHODS:
-            assert _close(record["confidences"][name], full["confidences"][name]), (key, name)
+            assert _close(record_confidences(record)[name], record_confidences(full)[name]), (
+                key,
+                name,
+            )
 
 
 # ------------------------------------------------------------------ 7. settings errors
@@ -477,5 +481,5 @@ def test_responses_keep_their_numbers_through_pickle(runs):
             assert answer_back.filter_name == name
             assert vars(answer_back.generation) == vars(generation)
             assert confidences(answer_back.generation, str(answer_back), ALL_METHODS) == {
-                method: sample["ece"]["confidences"][method] for method in ALL_METHODS
+                method: record_confidences(sample["ece"])[method] for method in ALL_METHODS
             }

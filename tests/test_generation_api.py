@@ -38,6 +38,7 @@ from support.chat_server import (
     completions_handler,
 )
 from support.fakes import FakeCompletionsServer, needs_api_extra
+from support.generation import record_confidences
 from support.harness import evaluate, local_data
 from support.tiny_model import WINDOW
 
@@ -136,14 +137,14 @@ def test_verbalized_confidence_on_a_chat_api(folder, chat_server):
 
     got = records(out, task)
     assert [r["verbalized_reply"] for r in got] == REPLIES
-    assert [r["confidences"] for r in got] == [
+    assert [record_confidences(r) for r in got] == [
         {"verbalized": None},
         {"verbalized": 0.85},
         {"verbalized": 0.85},
         {"verbalized": 0.85},
     ]
     assert [r["correct"] for r in got] == [0, 1, 0, 0]  # "4" is the answer of 2 plus 2 only
-    assert all(r["n_tokens"] is None for r in got)  # no token log-probabilities were asked for
+    assert all(r["n_tokens"] == 0 for r in got)  # no token log-probabilities were asked for
     results = out["results"][task]
     assert results["verbalized_unparsed,none"] == 1
     assert results["exact_match,none"] == results["acc,none"] == 0.25
@@ -336,7 +337,7 @@ def test_seq_on_a_completions_api_rescores_the_generated_text(
             "seq_min": math.exp(logprobs.min()),
         }
         for method, value in want.items():
-            assert record["confidences"][method] == pytest.approx(value, rel=1e-4), method
+            assert record_confidences(record)[method] == pytest.approx(value, rel=1e-4), method
 
     # generation, then the echo requests of token_stats, then the verbalized turns as plain text
     payloads = completions_server.payloads(COMPLETIONS_PATH)
@@ -372,8 +373,8 @@ def test_the_dummy_backend_serves_ptrue_and_verbalized(folder):
     out = evaluate(DummyLM(), manager, task, len(DOCS))
     got = records(out, task)
     assert [r["verbalized_reply"] for r in got] == ["lol"] * len(DOCS)
-    assert all(r["confidences"]["verbalized"] is None for r in got)
-    assert all(0 < r["confidences"]["ptrue"] < 1 for r in got)
+    assert all(record_confidences(r)["verbalized"] is None for r in got)
+    assert all(0 < record_confidences(r)["ptrue"] < 1 for r in got)
     assert out["results"][task]["verbalized_unparsed,none"] == len(DOCS)
 
 
@@ -422,7 +423,7 @@ def test_verbalized_requests_do_not_share_their_stop_sequences(folder):
     manager, task = calib_task(folder, "verbalized")
     for _ in range(2):
         out = evaluate(AppendsEos(), manager, task, 2)
-        assert [r["confidences"]["verbalized"] for r in records(out, task)] == [0.85, 0.85]
+        assert [record_confidences(r)["verbalized"] for r in records(out, task)] == [0.85, 0.85]
     assert request._VERBALIZED_KWARGS["until"] == ["\n"]
 
 

@@ -39,6 +39,7 @@ from support.generation import (
     continuation_tokens,
     greedy_answer,
     question_text,
+    record_confidences,
     write_generation_task,
     write_generation_wrapper,
 )
@@ -395,7 +396,7 @@ def test_a_wrapped_task_on_local_completions(serve, tiny_long_model_dir, tmp_pat
     for sample in out["samples"]["calib_gen"]:
         reference = references[sample["doc_id"]]
         assert sample["resps"][0][0] == reference.text
-        values = sample["ece"]["confidences"]
+        values = record_confidences(sample["ece"])
         assert close(values["seq"], reference.seq)
         assert close(values["seq_min"], reference.seq_min)
         answer = sample["filtered_resps"][0]

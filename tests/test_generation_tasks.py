@@ -9,6 +9,7 @@ import re
 import pytest
 from lm_eval.tasks import TaskManager
 from lm_eval.tasks._yaml_loader import load_yaml
+from support.generation import record_confidences
 
 from calib_tasks import task_dir
 from calib_tasks.generation import CalibGenerationTask
@@ -111,9 +112,9 @@ def test_calib_facts_gen_mini_scores_normalised_answers_on_the_tiny_model(
         generated = sample["filtered_resps"][0]
         assert record["correct"] == int(normal(generated) == normal(record["obj_label"]))
         assert record["relation"] == sample["doc"]["relation"]
-        assert set(record["confidences"]) == {"seq", "answer", "ptrue", "verbalized"}
-        assert 0 < record["confidences"]["seq"] <= 1
-        assert 0 < record["confidences"]["ptrue"] < 1
+        assert set(record_confidences(record)) == {"seq", "answer", "ptrue", "verbalized"}
+        assert 0 < record_confidences(record)["seq"] <= 1
+        assert 0 < record_confidences(record)["ptrue"] < 1
     results = out["results"]["calib_facts_gen_mini"]
     assert results["acc,object"] == results["exact_match,object"]
 

@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from support import brute_force as bf
-from support.generation import write_generation_task, write_generation_wrapper
+from support.generation import record_confidences, write_generation_task, write_generation_wrapper
 from support.harness import evaluate
 from support.runs import read_output, save_run
 from support.summary import table_rows
@@ -88,9 +88,9 @@ def _selective_accuracy(confidence: list[float], correct: list[float]) -> float:
 def _scored(records: list[dict], method: str) -> tuple[list[float], list[float]]:
     """(confidence, correct) of the answers with a ``method`` confidence."""
     pairs = [
-        (r["confidences"][method], float(r["correct"]))
+        (record_confidences(r)[method], float(r["correct"]))
         for r in records
-        if r["confidences"][method] is not None
+        if record_confidences(r)[method] is not None
     ]
     return [c for c, _ in pairs], [y for _, y in pairs]
 
@@ -118,10 +118,10 @@ def _expected_row(records: list[dict], method: str) -> dict:
 def _check_rows(entry, records: list[dict], options: ReportOptions) -> None:
     """The entry's method rows (full precision) against brute force on ``records``."""
     rows = {row.method.name: row for row in method_rows(entry, options)}
-    assert list(rows) == [m for m in METHODS if m in records[0]["confidences"]]
+    assert list(rows) == [m for m in METHODS if m in record_confidences(records[0])]
     for name, row in rows.items():
         expected = _expected_row(records, name)
-        missing = sum(r["confidences"][name] is None for r in records)
+        missing = sum(record_confidences(r)[name] is None for r in records)
         assert (row.n, row.of, row.unscored) == (expected["n"], len(records), missing), name
         if not expected["n"]:
             assert math.isnan(row.ece) and not row.scored
@@ -422,8 +422,8 @@ def test_a_real_run_equals_brute_force_on_its_logged_records(real):
         (entry,) = [e for e in real.report.entries if e.task == f"calib_gen, filter {key}"]
         _check_rows(entry, records, ReportOptions())
         rows = {r[1]: r for r in table_rows(real.summary, f"Confidence methods of {entry.task}")}
-        unparsed = sum(r["confidences"]["verbalized"] is None for r in records)
-        not_found = sum(r["confidences"]["answer"] is None for r in records)
+        unparsed = sum(record_confidences(r)["verbalized"] is None for r in records)
+        not_found = sum(record_confidences(r)["answer"] is None for r in records)
         assert rows["verbalized"][3] == f"verbalized_unparsed: {unparsed} of {len(DOCS)}"
         assert rows["answer"][3] == f"answer_not_found: {not_found} of {len(DOCS)}"
         assert real.results[f"verbalized_unparsed,{key}"] == unparsed

@@ -16,6 +16,7 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from support import brute_force as bf
 from support.data import mini_pages
+from support.generation import record_confidences
 from support.harness import run_cli
 from support.runs import read_output
 
@@ -163,9 +164,13 @@ def _method_records(records, method):
     """A generation task's records as top-label ones under one confidence method (those that
     have a confidence under it)."""
     return [
-        {"confidence": r["confidences"][method], "correct": r["correct"], "relation": r["relation"]}
+        {
+            "confidence": record_confidences(r)[method],
+            "correct": r["correct"],
+            "relation": r["relation"],
+        }
         for r in records
-        if r["confidences"][method] is not None
+        if record_confidences(r)[method] is not None
     ]
 
 
@@ -175,8 +180,10 @@ def _generation_reference(metric, records):
     if metric.key == "acc":
         return sum(r["correct"] for r in records) / len(records)
     if metric.key in ("answer_not_found", "verbalized_unparsed"):
-        return float(sum(r["confidences"][metric.method.name] is None for r in records))
-    method = metric.method.name if metric.key != "ece" else next(iter(records[0]["confidences"]))
+        return float(sum(record_confidences(r)[metric.method.name] is None for r in records))
+    method = (
+        metric.method.name if metric.key != "ece" else next(iter(record_confidences(records[0])))
+    )
     scored = _method_records(records, method)
     if not scored:
         return None

@@ -357,7 +357,7 @@ class CalibGenerationTask(CalibTask):
             right,
             confidences(generation, text, methods),
             filter=answer.filter_name,
-            n_tokens=None if logprobs is None else len(logprobs),
+            n_tokens=0 if logprobs is None else len(logprobs),
             verbalized_reply=generation.verbalized_reply,
             **self.record_extras(doc),
         )

@@ -18,12 +18,14 @@ so the record itself goes under ``RECORD_KEY`` ("ece") only and the other keys h
   parts (``OPTION_PARTS``). Written by ``choice_record``.
 * histogram: ``{"histogram": cm.ConfidenceHistogram.to_dict(), ...extras}`` for the many token
   predictions of one document; bootstrap intervals then resample whole documents.
-* generation: ``{"correct": 0|1, "confidences": {method: float | None}, ...extras}`` for one
-  generated answer (of one document, under one filter), its confidence under every confidence
-  method the task computes (``calib_tasks.scoring.confidence_methods``; None where the method
-  gave none: an answer that is no span of the text, an unparsed verbalized reply); extras such as
-  ``n_tokens`` and ``verbalized_reply``. Each method is pooled on its own as top-label
-  predictions (``Pool.method``).
+* generation: ``{"correct": 0|1, "methods": [name, ...], "confidences": [float | None, ...],
+  ...extras}`` for one generated answer (of one document, under one filter), its confidence under
+  every confidence method the task computes (``calib_tasks.scoring.confidence_methods``), in
+  the same order; None where the method gave none (an answer that is no span of the text, an
+  unparsed verbalized reply); extras such as ``n_tokens`` and ``verbalized_reply``. Two parallel
+  lists, not a mapping to optional numbers: every line of a task then has one shape, which typed
+  loggers need (W&B's tables type a column by its first row). Each method is pooled on its own
+  as top-label predictions (``Pool.method``).
 
 Reading. ``parse_record`` turns a written record into a ``Prediction``, a ``TokenHistogram`` or
 an ``Answer`` (a ``Record``), or raises ``ValueError`` saying what breaks its contract. An
@@ -161,12 +163,17 @@ def generation_record(
     correct: bool, confidences: Mapping[str, float | None], **extras: Any
 ) -> dict[str, Any]:
     """One generated answer: whether it was right and its confidence (in [0, 1], or None) under
-    every confidence method, plus extras."""
+    every confidence method (``confidences``, in method order), plus extras."""
     for method, value in confidences.items():
         if value is not None and not 0.0 <= value <= 1.0:  # also rejects NaN
             raise ValueError(f"the {method} confidence must lie in [0, 1], got {value!r}")
-    values = {m: None if v is None else float(v) for m, v in confidences.items()}
-    return {"correct": int(bool(correct)), "confidences": values, **extras}
+    values = [None if v is None else float(v) for v in confidences.values()]
+    return {
+        "correct": int(bool(correct)),
+        "methods": list(confidences),
+        "confidences": values,
+        **extras,
+    }
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -225,7 +232,7 @@ def record_kind(value: Any) -> RecordKind | None:
     if isinstance(value, dict):
         if "histogram" in value:
             return HISTOGRAM
-        if "confidences" in value:
+        if "methods" in value:
             return GENERATION
         if "confidence" in value:
             return MULTICLASS if SUM.field in value else TOP_LABEL
@@ -341,20 +348,34 @@ def _token_histogram(value: dict[str, Any]) -> TokenHistogram:
 
 
 def _answer(value: dict[str, Any]) -> Answer:
-    """A generation record: ``correct`` 0 or 1, ``confidences`` a mapping of method names to a
-    number in [0, 1] or None."""
-    correct, confidences = value.get("correct"), value["confidences"]
+    """A generation record: ``correct`` 0 or 1, ``methods`` a non-empty list of distinct names,
+    ``confidences`` one number in [0, 1] or None per method."""
+    correct, methods = value.get("correct"), value["methods"]
+    confidences = value.get("confidences")
     if correct not in (0, 1) or isinstance(correct, float):
         raise ValueError(f"correct must be 0 or 1, got {correct!r}")
-    if not isinstance(confidences, dict) or not confidences:
-        raise ValueError(f"confidences must map method names to numbers, got {confidences!r}")
-    for method, confidence in confidences.items():
+    if (
+        not isinstance(methods, list)
+        or not methods
+        or not all(isinstance(m, str) for m in methods)
+        or len(set(methods)) != len(methods)
+    ):
+        raise ValueError(f"methods must be a non-empty list of distinct names, got {methods!r}")
+    if not isinstance(confidences, list) or len(confidences) != len(methods):
+        raise ValueError(
+            f"confidences must hold one value per method ({len(methods)}), got {confidences!r}"
+        )
+    for method, confidence in zip(methods, confidences, strict=True):
         if confidence is not None and not _is_probability(confidence):
             raise ValueError(
-                f"confidences[{method!r}] must be a number in [0, 1] or null, got {confidence!r}"
+                f"the {method} confidence must be a number in [0, 1] or null, got {confidence!r}"
             )
-    extras = {k: v for k, v in value.items() if k not in ("correct", "confidences")}
-    return Answer(correct=int(correct), confidences=dict(confidences), extras=extras)
+    written = ("correct", "methods", "confidences")
+    return Answer(
+        correct=int(correct),
+        confidences=dict(zip(methods, confidences, strict=True)),
+        extras={k: v for k, v in value.items() if k not in written},
+    )
 
 
 #: The parser of each kind of record.

@@ -188,3 +188,9 @@ def ptrue(model: Any, tokenizer: Any, prompt: str) -> float:
     true = continuation_logprob(model, tokenizer, prompt, " True")
     false = continuation_logprob(model, tokenizer, prompt, " False")
     return math.exp(true) / (math.exp(true) + math.exp(false))
+
+
+def record_confidences(record: dict[str, Any]) -> dict[str, float | None]:
+    """A logged generation record's confidence per method (its parallel ``methods`` and
+    ``confidences`` lists as a mapping)."""
+    return dict(zip(record["methods"], record["confidences"], strict=True))
