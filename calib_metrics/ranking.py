@@ -36,6 +36,17 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     return float(wins / (total_correct * total_wrong))
 
 
+def selective_risks(confidence: ArrayLike, correct: ArrayLike) -> np.ndarray:
+    """The risk-coverage curve: for k = 1..n, ``E_k / k``, the expected error rate of the ``k``
+    most confident items (random order within ties; coverage ``k / n``). Its mean is ``aurc``.
+
+    >>> selective_risks([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]).round(4).tolist()
+    [0.0, 0.5, 0.3333, 0.5]
+    """
+    errors = _cumulative_errors(*as_top_label(confidence, correct))
+    return errors / np.arange(1, errors.size + 1)
+
+
 def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     """Area under the risk-coverage curve: ``mean_{k=1..n} E_k / k``, where ``E_k`` is the number
     of errors among the ``k`` most confident items (expected over random order within ties, i.e.
@@ -44,8 +55,7 @@ def aurc(confidence: ArrayLike, correct: ArrayLike) -> float:
     >>> round(aurc([0.9, 0.8, 0.7, 0.6], [1, 0, 1, 0]), 6)  # (0/1 + 1/2 + 1/3 + 2/4) / 4
     0.333333
     """
-    errors = _cumulative_errors(*as_top_label(confidence, correct))
-    return float(np.mean(errors / np.arange(1, errors.size + 1)))
+    return float(np.mean(selective_risks(confidence, correct)))
 
 
 def accuracy_at_coverage(confidence: ArrayLike, correct: ArrayLike, *, coverage: float) -> float:

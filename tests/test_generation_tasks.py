@@ -170,3 +170,35 @@ def test_use_cache_runs_the_generative_task_and_caches_nothing_of_it(
     first = run()
     assert len(first) == 2
     assert run() == first
+
+
+def test_the_interval_is_the_same_however_a_data_parallel_run_ordered_the_records():
+    """Ranks gather their samples in another order than one process: every generation row,
+    intervals included, is the same on the records in any order."""
+    import random
+
+    from calib_tasks.scoring import metric_table
+    from calib_tasks.scoring.records import GENERATION, Pool, generation_record, parse_records
+    from calib_tasks.scoring.settings import task_settings
+
+    rng = random.Random(0)
+    records = [
+        generation_record(
+            rng.random() < 0.4,
+            {"seq": rng.random(), "verbalized": None if i % 5 == 0 else rng.choice([0.7, 0.9])},
+        )
+        for i in range(200)
+    ]
+    shuffled = rng.sample(records, len(records))
+    settings = task_settings({"calib_confidence": "seq,verbalized"}, "t", GENERATION)
+    rows = metric_table.metrics_for(GENERATION, settings)
+    assert any(m.key == "ece_ci_low_seq" for m in rows)
+
+    def values(rs):
+        pool = Pool(parse_records(rs), "t")
+        return {m.key: m.compute[GENERATION](pool, metric_table.DEFAULT_OPTIONS) for m in rows}
+
+    one, other = values(records), values(shuffled)
+    assert other == pytest.approx(one, abs=1e-12)  # sums in another order: rounding only
+    intervals = [key for key in one if "_ci_" in key]
+    assert {k: other[k] for k in intervals} == {k: one[k] for k in intervals}  # bit for bit

@@ -34,7 +34,8 @@ VERBALIZED_PROMPT = (
     "How confident are you that your answer is correct? "
     "Reply with a number from 0 to 100.\nConfidence:"
 )
-VERBALIZED_MAX_TOKENS = 8
+#: Enough for "85", "85%", "0.85", "8/10" and "I am 85%"; a reply cut before its number is unparsed.
+VERBALIZED_MAX_TOKENS = 5
 #: Between the answer and the verbalized prompt, without a chat template.
 VERBALIZED_SEPARATOR = "\n\n"
 _FIELDS = {"ptrue": {"question", "answer"}, "verbalized": set()}

@@ -39,8 +39,7 @@ from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
 from numpy.typing import ArrayLike
 
-from calib_metrics.ranking import _cumulative_errors  # the tie rule of cm.aurc, in one place
-from calib_metrics.validation import as_top_label
+from calib_metrics.ranking import selective_risks
 
 __all__ = ["RiskCoverageData", "RiskCoveragePlot", "draw_risk_coverage", "risk_coverage_curve"]
 
@@ -63,10 +62,9 @@ class RiskCoverageData:
     def from_predictions(cls, confidence: ArrayLike, correct: ArrayLike) -> RiskCoverageData:
         """The curve of predictions ``confidence`` (in [0, 1]) and ``correct`` (0 or 1);
         ``ValueError`` for input ``calib_metrics`` refuses (empty, NaN, out of range)."""
-        errors = _cumulative_errors(*as_top_label(confidence, correct))
-        k = np.arange(1, errors.size + 1)
-        risk = errors / k
-        return cls(k / errors.size, 1.0 - risk, float(np.mean(risk)))
+        risk = selective_risks(confidence, correct)
+        coverage = np.arange(1, risk.size + 1) / risk.size
+        return cls(coverage, 1.0 - risk, float(np.mean(risk)))
 
     @property
     def n(self) -> int:
