@@ -1,5 +1,5 @@
-"""calib_facts: first-token fact generation on LAMA T-REx, and calib_facts_gen, its generative
-form.
+"""calib_facts: first-token fact generation on LAMA T-REx (and the facts of calib_facts_gen,
+its generative form: ``calib_tasks.generation.facts``).
 
 Prompt: the relation template with [X] filled by the subject, cut right before [Y]
 ("Dante was born in"). Few-shot examples (``--num_fewshot k``) are the first k other facts of
@@ -7,9 +7,6 @@ the same relation, written out as full sentences.
 
 * calib_facts: the scored continuation is " " + object label; confidence = the top-1 next-token
   probability at the first object token; correct = that top-1 token is the object's first token.
-* calib_facts_gen: the model generates greedily up to ".", "," or a new line; correct = the
-  generated text equals the object after normalisation (case, punctuation, articles and
-  whitespace ignored); its confidences are those of ``calib_tasks.generation``.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ from typing import Any
 import datasets
 from lm_eval.api.instance import Instance
 
-from calib_tasks.generation.task import CalibGenerationTask
 from calib_tasks.scoring.records import TOP_LABEL, top_label_record
 from calib_tasks.tasks.base import TokenStatsTask, probability
 from calib_tasks.tasks.lama import LAMA_URL, read_trex
@@ -68,17 +64,6 @@ class CalibFactsTask(TokenStatsTask):
             object_token_prob=probability(stats.true_logprob[0]),
         )
         return {"acc": record["correct"], **self.calib_values(record)}
-
-
-class CalibFactsGenTask(CalibGenerationTask):
-    """The facts as short answers to generate (module docstring)."""
-
-    check_doc = staticmethod(check_fact)
-    fewshot_group_field = "relation"
-
-    def record_extras(self, doc: Mapping[str, Any]) -> dict[str, Any]:
-        """The fact's relation (cross-fitting folds and breakdowns group by it) and labels."""
-        return {key: doc[key] for key in ("relation", "sub_label", "obj_label")}
 
 
 def load_trex(source: str = LAMA_URL, lama_path: str | None = None, **_: Any):
