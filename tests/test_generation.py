@@ -220,7 +220,11 @@ def test_verbalized_reply_is_the_greedy_follow_up(runs, model):
         text = runs.calib_samples[("whole", i)]["resps"][0][0]
         follow_up = f"{question_text(doc)}{text}\n\n{prompts.VERBALIZED_PROMPT}"
         reply = greedy_answer(
-            model.network, model.tokenizer, follow_up, prompts.VERBALIZED_MAX_TOKENS, ["\n"]
+            model.network,
+            model.tokenizer,
+            follow_up,
+            prompts.VERBALIZED_MAX_TOKENS,
+            list(prompts.VERBALIZED_STOP),
         ).text
         for name in FILTER_NAMES:
             record = runs.calib_samples[(name, i)]["ece"]
@@ -339,7 +343,7 @@ def test_chat_follow_ups_are_the_conversation(runs, tiny_chat_lm):
         follow_up = chat(question, ("assistant", text), ("user", prompts.VERBALIZED_PROMPT))
         assert follow_up in follow_ups, f"document {i}: no follow-up of its conversation"
         assert [a for a in follow_up_args if a[0] == follow_up][0][1] == {
-            "until": ["\n"],
+            "until": list(prompts.VERBALIZED_STOP),
             "max_gen_toks": prompts.VERBALIZED_MAX_TOKENS,
             "do_sample": False,
             "temperature": 0.0,

@@ -164,7 +164,7 @@ def test_verbalized_confidence_on_a_chat_api(folder, chat_server):
         assert (payload["max_tokens"], payload["stop"], payload["temperature"]) == (8, ["\n"], 0)
     for payload in payloads[4:]:  # the verbalized reply: greedy, one line
         assert payload["max_tokens"] == prompts.VERBALIZED_MAX_TOKENS
-        assert (payload["stop"], payload["temperature"]) == (["\n"], 0.0)
+        assert (payload["stop"], payload["temperature"]) == (list(prompts.VERBALIZED_STOP), 0.0)
     assert all("logprobs" not in p and "echo" not in p for p in payloads)
 
 
@@ -424,7 +424,7 @@ def test_verbalized_requests_do_not_share_their_stop_sequences(folder):
     for _ in range(2):
         out = evaluate(AppendsEos(), manager, task, 2)
         assert [record_confidences(r)["verbalized"] for r in records(out, task)] == [0.85, 0.85]
-    assert request._VERBALIZED_KWARGS["until"] == ["\n"]
+    assert request._VERBALIZED_KWARGS["until"] == list(prompts.VERBALIZED_STOP)
 
 
 # ------------------------------------------------------------------------------------------

@@ -202,3 +202,37 @@ def test_the_interval_is_the_same_however_a_data_parallel_run_ordered_the_record
     assert other == pytest.approx(one, abs=1e-12)  # sums in another order: rounding only
     intervals = [key for key in one if "_ci_" in key]
     assert {k: other[k] for k in intervals} == {k: one[k] for k in intervals}  # bit for bit
+
+
+@pytest.mark.parametrize(
+    ("reply", "cut", "value"),
+    [
+        (" I'm 1", True, None),  # "I'm 100%" cut inside its number
+        (" 85", True, None),
+        (" 85 is my", True, 0.85),  # the number ends before the cut
+        (" I'm 1", False, 0.01),
+        (" 85", False, 0.85),
+    ],
+)
+def test_a_reply_cut_at_its_budget_with_its_number_at_the_end_is_unparsed(reply, cut, value):
+    from calib_tasks.generation.prompts import parse_verbalized
+
+    assert parse_verbalized(reply, cut) == value
+
+
+def test_a_reply_that_used_the_whole_budget_counts_as_cut(tiny_long_lm):
+    """The reply's tokens (the backend's tokenizer) against the budget; no tokenizer: unknown."""
+    from calib_tasks.generation import prompts, request
+
+    tokens = tiny_long_lm.tokenizer(" 85", add_special_tokens=False)["input_ids"]
+    assert not request._used_the_budget(tiny_long_lm, " 85")
+    long = tiny_long_lm.tokenizer.decode(tokens * prompts.VERBALIZED_MAX_TOKENS)
+    assert request._used_the_budget(tiny_long_lm, long)
+
+    class NoTokenizer:
+        tokenizer = None
+
+        def tok_encode(self, text, **kwargs):
+            raise AssertionError("no tokenizer to call")
+
+    assert not request._used_the_budget(NoTokenizer(), long)

@@ -101,7 +101,8 @@ class Recorder:
     def scores(self, context: str, text: str) -> TokenScores | None:
         """The kept tokens of the recorded generation of ``text`` after ``context`` (module
         docstring), or None."""
-        for tokens, logprobs in self._generations.get(context, ()):
+        candidates = self._generations.get(context, [])
+        for index, (tokens, logprobs) in enumerate(candidates):
             ends = self._ends(tokens, len(text) + 1)
             decoded = self.lm.tok_decode(tokens[: len(ends)])
             if not decoded.startswith(text):
@@ -109,6 +110,7 @@ class Recorder:
             kept = next((k + 1 for k, end in enumerate(ends) if end >= len(text)), None)
             if kept is None:
                 continue
+            del candidates[index]  # each generation is matched once (sampled twins of a context)
             return TokenScores(
                 tuple(logprobs[:kept]), tuple(min(e, len(text)) for e in ends[:kept])
             )

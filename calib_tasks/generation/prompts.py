@@ -8,7 +8,7 @@ reply. A task overrides a prompt in its YAML ``metadata`` (``calib_ptrue_prompt`
   two. Under a chat template the filled prompt is one user turn and the options follow the
   assistant header without their leading space.
 * ``verbalized`` (Tian et al., 2023, two-stage): after the answer, ``VERBALIZED_PROMPT`` asks for
-  a confidence; the reply is generated greedily up to a new line, at most
+  a confidence; the reply is generated greedily up to a new line or "%", at most
   ``VERBALIZED_MAX_TOKENS`` tokens. Under a chat template (and on chat APIs) the answer is the
   assistant turn of the same conversation and the prompt is the next user turn; without one the
   prompt follows the answer as plain text.
@@ -22,20 +22,21 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-PTRUE_PROMPT = (
-    "Question: {question}\n"
-    "Proposed answer: {answer}\n"
-    "Is the proposed answer true or false?\n"
-    "The proposed answer is:"
-)
+#: The question as the model saw it (the task's prompt, whose own scaffolding, "Question: ...
+#: Answer:", it keeps), the answer after it, then the judgement asked for.
+PTRUE_PROMPT = "{question} {answer}\nIs the answer above true or false?\nThe answer above is:"
 #: The two options whose log-likelihoods ``ptrue`` compares, first the one it reports.
 PTRUE_OPTIONS = (" True", " False")
 VERBALIZED_PROMPT = (
     "How confident are you that your answer is correct? "
     "Reply with a number from 0 to 100.\nConfidence:"
 )
-#: Enough for "85", "85%", "0.85", "8/10" and "I am 85%"; a reply cut before its number is unparsed.
-VERBALIZED_MAX_TOKENS = 5
+#: The reply's budget: enough for "85", "0.85", "8/10" and "I am 85" (a reply also ends at a new
+#: line or at "%", ``VERBALIZED_STOP``). A reply that used it all may be cut inside its number
+#: (" I'm 1" of "I'm 100%" on a digit-by-digit tokenizer): its number at its end is then no
+#: confidence (``parse_verbalized``'s ``cut``).
+VERBALIZED_MAX_TOKENS = 6
+VERBALIZED_STOP = ("\n", "%")
 #: Between the answer and the verbalized prompt, without a chat template.
 VERBALIZED_SEPARATOR = "\n\n"
 _FIELDS = {"ptrue": {"question", "answer"}, "verbalized": set()}
@@ -71,17 +72,18 @@ def ptrue_probability(true_logprob: float, false_logprob: float) -> float:
     return 1.0 / (1.0 + math.exp(false_logprob - true_logprob))
 
 
-def parse_verbalized(reply: str) -> float | None:
+def parse_verbalized(reply: str, cut: bool = False) -> float | None:
     """The confidence stated in ``reply``, in [0, 1], or None when it states none.
 
     The first number of the reply is read: with a ``%`` sign (or ``percent``), or an integer, or
     a decimal above 1, on the 0-100 scale (``"85"``, ``"85%"``, ``"72.5"`` -> 0.85, 0.85, 0.725);
     a decimal up to 1 on the 0-1 scale (``"0.85"``, ``"1.0"``); a fraction as its value
     (``"8/10"``, ``"4 out of 5"`` -> 0.8). A number beyond its scale (``"150"``, ``"12/10"``), a
-    negative one (``"-5"``), or no number, is None.
+    negative one (``"-5"``), or no number, is None. So is a number at the very end of a reply
+    that was ``cut`` at its token budget: it may be the first digits of a larger one.
     """
     match = _NUMBER.search(reply)
-    if match is None:
+    if match is None or (cut and match.end() >= len(reply.rstrip())):
         return None
     sign, numeral, percent, denominator = match.groups()
     number = float(numeral)

@@ -67,7 +67,7 @@ _OPENAI_COMPLETIONS = "lm_eval.models.openai_completions.OpenAICompletionsAPI"
 #: ``loglikelihood`` asserts one of them).
 _OPENAI_LOGLIKELIHOOD_MODELS = ("babbage-002", "davinci-002")
 _VERBALIZED_KWARGS = {
-    "until": ["\n"],
+    "until": list(prompts.VERBALIZED_STOP),
     "max_gen_toks": prompts.VERBALIZED_MAX_TOKENS,
     "do_sample": False,
     "temperature": 0.0,
@@ -80,13 +80,15 @@ class Generation(str):
     (``token_ends``; empty when the route gives no offsets), ``token_route`` (``generation``:
     taken from the generation, a native route; ``rescored``: the text scored after its context;
     None: not asked),
-    ``ptrue`` and the raw ``verbalized_reply`` (None when not asked)."""
+    ``ptrue``, the raw ``verbalized_reply`` (None when not asked) and whether it may have been
+    cut at its token budget (``verbalized_cut``)."""
 
     token_logprobs: tuple[float, ...] | None
     token_ends: tuple[int, ...]
     token_route: str | None
     ptrue: float | None
     verbalized_reply: str | None
+    verbalized_cut: bool
 
     def __new__(cls, text: str, **numbers: Any) -> Generation:
         generation = super().__new__(cls, text)
@@ -95,6 +97,7 @@ class Generation(str):
         generation.token_route = numbers.get("token_route")
         generation.ptrue = numbers.get("ptrue")
         generation.verbalized_reply = numbers.get("verbalized_reply")
+        generation.verbalized_cut = numbers.get("verbalized_cut", False)
         return generation
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickled (caching, data-parallel gathering)
@@ -372,6 +375,21 @@ def _add_verbalized(
         follow_ups.append(Instance("generate_until", requests[i].doc, (context, kwargs), 0))
     for i, reply in zip(asked, lm.generate_until(follow_ups), strict=True):
         numbers[i]["verbalized_reply"] = reply
+        numbers[i]["verbalized_cut"] = _used_the_budget(lm, reply)
+
+
+def _used_the_budget(lm: Any, reply: str) -> bool:
+    """Whether ``reply`` may have been cut at ``VERBALIZED_MAX_TOKENS``: its tokens (the
+    backend's tokenizer, without special tokens) reach the budget. A backend without a
+    tokenizer (an API with ``tokenizer_backend=None``) cannot tell: False."""
+    encode = getattr(lm, "tok_encode", None)
+    if encode is None or getattr(lm, "tokenizer", True) is None:
+        return False
+    try:
+        tokens = encode(reply, add_special_tokens=False)
+    except TypeError:  # a tok_encode without that keyword
+        tokens = encode(reply)
+    return len(tokens) >= prompts.VERBALIZED_MAX_TOKENS
 
 
 def install() -> None:

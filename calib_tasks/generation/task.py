@@ -180,7 +180,8 @@ def confidences(
             values[name] = generation.ptrue
         else:
             reply = generation.verbalized_reply
-            values[name] = None if reply is None else prompts.parse_verbalized(reply)
+            cut = generation.verbalized_cut
+            values[name] = None if reply is None else prompts.parse_verbalized(reply, cut)
     return values
 
 
