@@ -24,7 +24,7 @@ cat <<'PLAN'
    calib_clm_mini    the first 10 of 22 encyclopaedia documents: about 7,700 token predictions
    calib_facts_gen_mini  55 facts (every 20th), 3-shot, answers generated greedily; confidence by
                      sequence probability, answer probability, P(True) and the stated confidence
-   then calib-report. About 325 CPU-seconds: 3 min 16 s on an idle 2-core x86-64 machine (AVX2);
+   then calib-report. About 360 CPU-seconds: 3 min 36 s on an idle 2-core x86-64 machine (AVX2);
    the wall time grows with whatever else shares the cores.
 PLAN
 clm_documents='{"calib_clm_mini": [0,1,2,3,4,5,6,7,8,9]}'
