@@ -24,6 +24,7 @@ from support.generation import (
     ptrue,
     question_text,
     record_confidences,
+    reference_model,
     write_generation_task,
     write_generation_wrapper,
 )
@@ -84,11 +85,7 @@ def lm(tiny_long_model_dir):
 @pytest.fixture(scope="module")
 def model(tiny_long_model_dir):
     """The same model and tokenizer, loaded by transformers directly (the references)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_long_model_dir)
-    network = AutoModelForCausalLM.from_pretrained(tiny_long_model_dir).eval()
-    return SimpleNamespace(network=network, tokenizer=tokenizer)
+    return reference_model(tiny_long_model_dir)
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,7 @@ from support.generation import (
     greedy_answer,
     question_text,
     record_confidences,
+    reference_model,
     write_generation_task,
     write_generation_wrapper,
 )
@@ -78,11 +79,7 @@ def hf(tiny_long_model_dir):
 @pytest.fixture(scope="module")
 def model(tiny_long_model_dir):
     """The same model and tokenizer, loaded by transformers directly (the references)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_long_model_dir)
-    network = AutoModelForCausalLM.from_pretrained(tiny_long_model_dir).eval()
-    return SimpleNamespace(network=network, tokenizer=tokenizer)
+    return reference_model(tiny_long_model_dir)
 
 
 @pytest.fixture(scope="module")

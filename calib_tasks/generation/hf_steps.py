@@ -103,8 +103,7 @@ class Recorder:
         docstring), or None."""
         candidates = self._generations.get(context, [])
         for index, (tokens, logprobs) in enumerate(candidates):
-            ends = self._ends(tokens, len(text) + 1)
-            decoded = self.lm.tok_decode(tokens[: len(ends)])
+            ends, decoded = self._ends(tokens, len(text) + 1)
             if not decoded.startswith(text):
                 continue
             kept = next((k + 1 for k, end in enumerate(ends) if end >= len(text)), None)
@@ -116,15 +115,18 @@ class Recorder:
             )
         return None
 
-    def _ends(self, tokens: list[int], enough: int) -> list[int]:
+    def _ends(self, tokens: list[int], enough: int) -> tuple[list[int], str]:
         """Where each token's decoded text ends, up to the first that reaches ``enough``
-        characters (never decreasing: a prefix that ends inside a character decodes shorter)."""
+        characters (never decreasing: a prefix that ends inside a character decodes shorter),
+        and the text of those tokens."""
         ends: list[int] = []
+        decoded = ""
         for k in range(1, len(tokens) + 1):
-            ends.append(max(len(self.lm.tok_decode(tokens[:k])), ends[-1] if ends else 0))
+            decoded = self.lm.tok_decode(tokens[:k])
+            ends.append(max(len(decoded), ends[-1] if ends else 0))
             if ends[-1] >= enough:
                 break
-        return ends
+        return ends, decoded
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ from calib_tasks.scoring.confidence_methods import (
 )
 from calib_tasks.token_stats import REQUEST_TYPE as TOKEN_STATS
 from calib_tasks.token_stats import UnsupportedBackendError, check_backend
+from calib_tasks.token_stats.hf import HF
 
 REQUEST_TYPE = "calib_generate"
 eval_logger = logging.getLogger(__name__)
@@ -133,9 +134,7 @@ def _class_paths(lm: object) -> set[str]:
 
 def _is_hf(lm: object) -> bool:
     """A causal hf backend, whose generations are read while generating (``hf_steps``)."""
-    return "lm_eval.models.huggingface.HFLM" in _class_paths(lm) and (
-        getattr(lm, "backend", None) == "causal"
-    )
+    return HF.class_path in _class_paths(lm) and (getattr(lm, "backend", None) == "causal")
 
 
 def _native_route(lm: object) -> Any:

@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from support.harness import local_data
@@ -194,3 +195,13 @@ def record_confidences(record: dict[str, Any]) -> dict[str, float | None]:
     """A logged generation record's confidence per method (its parallel ``methods`` and
     ``confidences`` lists as a mapping)."""
     return dict(zip(record["methods"], record["confidences"], strict=True))
+
+
+def reference_model(model_dir: Path) -> SimpleNamespace:
+    """The model of ``model_dir`` and its tokenizer loaded by transformers directly (``network``,
+    ``tokenizer``), the references' side of every comparison with a backend."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    network = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    return SimpleNamespace(network=network, tokenizer=tokenizer)
