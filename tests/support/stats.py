@@ -34,9 +34,10 @@ def stats_requests(pairs: list[tuple[str, str]]) -> list[Instance]:
     return [Instance(REQUEST_TYPE, {}, pair, i) for i, pair in enumerate(pairs)]
 
 
-def assert_same_stats(a: TokenStats, b: TokenStats, atol: float = 1e-5) -> None:
-    """The same positions, log-probabilities within ``atol``, the same top-1 verdicts."""
+def assert_same_stats(a: TokenStats, b: TokenStats, atol: float = 1e-5, rtol: float = 0) -> None:
+    """The same positions, log-probabilities within ``atol + rtol * |b|``, the same top-1
+    verdicts."""
     assert a.n == b.n
-    np.testing.assert_allclose(a.true_logprob, b.true_logprob, rtol=0, atol=atol)
-    np.testing.assert_allclose(a.top1_logprob, b.top1_logprob, rtol=0, atol=atol)
+    np.testing.assert_allclose(a.true_logprob, b.true_logprob, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(a.top1_logprob, b.top1_logprob, rtol=rtol, atol=atol)
     np.testing.assert_array_equal(a.top1_is_true, b.top1_is_true)

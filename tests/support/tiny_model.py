@@ -94,3 +94,48 @@ def build_tiny_model(
     model = GPT2LMHeadModel(config)
     model.save_pretrained(path)
     return path
+
+
+#: Tiny configurations of the decoder families whose output projection ``token_stats`` splits
+#: (``calib_tasks.token_stats.hf_projection``), each with what sets it apart after ``lm_head``.
+FAMILY_CONFIGS = {
+    "gpt_neox": ("GPTNeoXConfig", "GPTNeoXForCausalLM", {"tie_word_embeddings": False}),
+    "llama": ("LlamaConfig", "LlamaForCausalLM", {"tie_word_embeddings": False}),
+    "gemma3": (
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        {"tie_word_embeddings": True, "final_logit_softcapping": 5.0, "head_dim": 16},
+    ),
+    "cohere": ("CohereConfig", "CohereForCausalLM", {"logit_scale": 3.0}),
+    "granite": ("GraniteConfig", "GraniteForCausalLM", {"logits_scaling": 0.25}),
+}
+
+
+def build_tiny_family(path: Path, family: str, tokenizer_dir: Path) -> Path:
+    """Write a randomly initialised (seed 0) 2-layer model of ``family`` (a key of
+    ``FAMILY_CONFIGS``) with ``WINDOW`` positions and the tokenizer of ``tokenizer_dir`` to
+    ``path``, and return it."""
+    import torch
+    import transformers
+    from transformers import AutoTokenizer
+
+    config_name, model_name, extra = FAMILY_CONFIGS[family]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = getattr(transformers, config_name)(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=WINDOW,
+        initializer_range=0.5,  # logits of a few units, so that soft-capping and scales matter
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+        **extra,
+    )
+    torch.manual_seed(0)
+    getattr(transformers, model_name)(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
