@@ -32,6 +32,8 @@ def same(lm: HFLM) -> dict[str, float]:
     with torch.no_grad():
         largest = float(lm.model(tokens).logits.abs().max())
     return {"atol": max(1e-6, 4 * torch.finfo(torch.float32).eps * largest)}
+
+
 FALLBACK = "computing the full [batch, window, vocabulary] logits"
 
 
@@ -82,9 +84,7 @@ def brute_force_pair(lm: HFLM, model, context: str, continuation: str, dtype=tor
 
 @pytest.mark.parametrize("batch_size", [1, 5])
 @pytest.mark.parametrize("family", ["gpt2", *FAMILY_CONFIGS])
-def test_split_gives_the_full_logits_numbers(
-    family, batch_size, family_dirs, small_chunks, caplog
-):
+def test_split_gives_the_full_logits_numbers(family, batch_size, family_dirs, small_chunks, caplog):
     lm = HFLM(pretrained=str(family_dirs[family]), device="cpu", batch_size=batch_size)
     assert lm.max_length == WINDOW
     full = full_logits_path(lm, REQUESTS)
@@ -207,3 +207,19 @@ def test_auto_batch_size_counts_the_split_footprint(family_dirs, small_chunks, m
     assert hf.detect_batch_size(lm, projection) == 16
     for a, b in zip(lm.token_stats(REQUESTS[:3]), reference, strict=True):
         assert_same_stats(a, b, **same(lm))
+
+
+@pytest.mark.parametrize("unknown_softcap", [False, True])
+def test_bfloat16_split_and_its_check(family_dirs, monkeypatch, caplog, unknown_softcap):
+    """In bfloat16 the check still tells a missing soft-cap from rounding."""
+    lm = HFLM(pretrained=str(family_dirs["gemma3"]), device="cpu", batch_size=4, dtype="bfloat16")
+    reference = full_logits_path(lm, REQUESTS)
+    if unknown_softcap:
+        known = {k: v for k, v in hf_projection.LOGIT_TRANSFORMS.items() if "softcap" not in k}
+        monkeypatch.setattr(hf_projection, "LOGIT_TRANSFORMS", known)
+    with caplog.at_level(logging.WARNING):
+        stats = lm.token_stats(REQUESTS)
+    assert (FALLBACK in caplog.text) == unknown_softcap
+    bfloat16_rounding = {"atol": 4 * torch.finfo(torch.bfloat16).eps * 5.0}  # logits <= cap 5
+    for a, b in zip(stats, reference, strict=True):
+        assert_same_stats(a, b, **bfloat16_rounding)

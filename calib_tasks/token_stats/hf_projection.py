@@ -40,9 +40,11 @@ LOGIT_TRANSFORMS: dict[str, Callable[[Any, float], Any]] = {
     "logit_scale": lambda x, s: x * s,
     "logits_scaling": lambda x, s: x / s,
 }
-# the split is trusted when it matches the model's own logits to this many units of rounding
-# (of the logits' dtype) relative to their largest magnitude
-_ROUNDING_UNITS = 64
+# The split is trusted when it matches the model's own logits to rounding, relative to their
+# largest magnitude: 16 units of float32 (the products' summation order differs with the shape),
+# or 2 units of the logits' dtype when that is coarser (bfloat16, float16).
+_FLOAT32_UNITS = 16
+_OWN_DTYPE_UNITS = 2
 
 
 def _backbone(model: Any) -> Any:
@@ -105,7 +107,8 @@ class Projection:
     def __init__(self, lm: Any, *, split: bool = True) -> None:
         self.lm = lm
         self.model = _backbone(lm.model)
-        self.head = self.model.get_output_embeddings() if split else None
+        get_head = getattr(self.model, "get_output_embeddings", None)
+        self.head = get_head() if split and callable(get_head) else None
         self.transforms = _transforms(self.model)
         self.split = split and self.head is not None
         if split and self.head is None:
@@ -185,7 +188,11 @@ def _mismatch(mine: Any, own: Any) -> str | None:
         return f"its logits have shape {tuple(own.shape)}, the projection {tuple(mine.shape)}"
     scale = max(1.0, float(own.abs().max()))
     difference = float((mine.float() - own.float()).abs().max())
-    tolerance = _ROUNDING_UNITS * torch.finfo(own.dtype).eps * scale
+    units = max(
+        _FLOAT32_UNITS * torch.finfo(torch.float32).eps,
+        _OWN_DTYPE_UNITS * torch.finfo(own.dtype).eps,
+    )
+    tolerance = units * scale
     if math.isnan(difference) or difference > tolerance:
         return (
             f"its own logits differ from the projection of its hidden states by {difference:.3g} "
