@@ -223,3 +223,17 @@ def test_bfloat16_split_and_its_check(family_dirs, monkeypatch, caplog, unknown_
     bfloat16_rounding = {"atol": 4 * torch.finfo(torch.bfloat16).eps * 5.0}  # logits <= cap 5
     for a, b in zip(stats, reference, strict=True):
         assert_same_stats(a, b, **bfloat16_rounding)
+
+
+def test_one_scored_position_is_the_only_one_projected(family_dirs):
+    """Four answer letters after one prompt (calib_mmlu_vocab's request): one forward row; its
+    last position projected by the model and again by the check, and the scored position once."""
+    lm = HFLM(pretrained=str(family_dirs["gemma3"]), device="cpu", batch_size=4)
+    pairs = [("Answer: A B C D. The capital of France is Paris. Answer:", f" {c}") for c in "ABCD"]
+    assert all(len(lm._encode_pair(*pair)[1]) == 1 for pair in pairs)
+    head = HeadRows(lm)
+    stats = lm.token_stats(stats_requests(pairs))
+    head.handle.remove()
+    assert head.rows == [1, 1, 1]
+    assert len({float(s.top1_logprob[0]) for s in stats}) == 1
+    assert len({float(s.true_logprob[0]) for s in stats}) == 4
