@@ -107,8 +107,8 @@ def test_a_revision_of_a_local_folder_is_refused(tmp_path: Path):
             "field 'executor': unknown field 'paralel' (did you mean 'parallel'?)",
         ),
         (
-            {"executor": {"kind": "slurm"}},
-            "field 'executor.kind': unknown kind 'slurm' (known: local)",
+            {"executor": {"kind": "pbs"}},
+            "field 'executor.kind': unknown kind 'pbs' (known: local, slurm)",
         ),
         ({"executor": {"parallel": 0}}, "field 'executor.parallel' must be an integer >= 1"),
         ({"executor": {"parallel": "2"}}, "field 'executor.parallel' must be an integer >= 1"),
@@ -349,3 +349,16 @@ def test_study_md_names_the_report_defaults_it_was_computed_with():
     binning = binning_text(cm.DEFAULT_N_BINS, cm.DEFAULT_STRATEGY)
     level = f"{cm.DEFAULT_LEVEL:.0%}"
     assert f"({binning}, {level} bootstrap interval, seed {cm.DEFAULT_SEED})" in summary
+
+
+def test_a_point_under_accelerate_is_refused_where_local_points_share_the_machine(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        "tasks: calib_facts_mini\noutput_dir: out\nexecutor: {kind: local, parallel: 2}\n"
+        "points:\n  - {name: big, model: m, launcher: accelerate, num_processes: 4}\n"
+        "  - {name: small, model: m}\n"
+    )
+    big, small = load_study(study).points
+    assert big.spec is None and small.spec is not None
+    assert "point 'big': field 'launcher'" in big.problems[0]
+    assert "parallel: 1, or kind: slurm" in big.problems[0]

@@ -5,12 +5,17 @@ last time and why, not started) and runs nothing; exit status 0 (2 when the stud
 unusable).
 
 The study file's ``executor`` block (``kind: local``, ``parallel: N``) runs up to N points at
-once, each its own harness process (``calib_tasks.study.runner.run_points_parallel``).
+once, each its own harness process (``calib_tasks.study.runner.run_points_parallel``); with
+``kind: slurm``, each point is a SLURM job of one job array submitted through submitit
+(``calib_tasks.study.slurm``), and ``--status`` shows the job id and SLURM state of each point
+with a recorded job.
 
 Exit status (``calib_tasks.command_line.conventions``): 0 when every point has results
 (evaluated now or earlier) and the report was written, 1 when some point failed or was invalid
 (the others still ran and are reported) or the report could not be written or reported
-nothing, 2 when the study file itself is unusable, 130 when interrupted (Ctrl-C).
+nothing or SLURM did not take the jobs, 2 when the study file itself is unusable (or asks for
+SLURM without submitit installed), 130 when interrupted (Ctrl-C; SIGTERM too for SLURM, whose
+jobs are then cancelled).
 
 Runs of one study may overlap: a point that another run is evaluating is left to it and waited
 for after the other points (``calib_tasks.study.runner``), and the report, over every point
@@ -33,6 +38,12 @@ from calib_tasks.command_line.conventions import (
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.report import write_study_report
 from calib_tasks.study.runner import PointOutcome, run_points
+from calib_tasks.study.slurm import (
+    SubmissionError,
+    import_submitit,
+    recorded_job_states,
+    run_points_slurm,
+)
 from calib_tasks.study.spec import StudyError, load_study
 from calib_tasks.study.status import print_status
 
@@ -82,13 +93,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"calib-study: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     layout = StudyLayout(study.output_dir)
+    on_slurm = study.executor.kind == "slurm"
+    try:
+        submitit = import_submitit() if on_slurm else None
+    except StudyError as error:
+        print(f"calib-study: {args.study}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.status:
-        print_status(study.points, study.settings, layout, sys.stdout)
+        jobs = recorded_job_states(submitit, layout) if submitit is not None else {}
+        print_status(study.points, study.settings, layout, sys.stdout, jobs)
         return EXIT_OK
     try:
-        outcomes = run_points(
-            study.points, study.settings, layout, parallel=study.executor.parallel
-        )
+        if on_slurm:
+            outcomes = run_points_slurm(study.points, study.settings, layout, study.executor)
+        else:
+            outcomes = run_points(
+                study.points, study.settings, layout, parallel=study.executor.parallel or 1
+            )
+    except SubmissionError as error:
+        print(f"calib-study: {error}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     except KeyboardInterrupt:
         print(
             "\ncalib-study: interrupted; finished points are kept, run the study again to resume",

@@ -16,6 +16,8 @@ _FIELD_ERRORS = (
     # lm_eval's check of --samples, which carries the study's per-task limits
     ("limit", re.compile(r"Elements of --samples should be in the interval")),
     ("revision", re.compile(r"is not a valid git identifier|RevisionNotFound")),
+    # accelerate launch without accelerate installed
+    ("launcher", re.compile(r"No module named '?accelerate")),
     ("peft", re.compile(r"PeftModel|[Aa]dapter")),
     (
         "model",
@@ -37,9 +39,9 @@ def output_lines(output: str) -> list[str]:
     return lines
 
 
-def failure_reason(output: str, returncode: int) -> str:
-    """One line: the last exception the output shows (with its first detail line when the
-    message continues below it), else what the exit status says."""
+def last_error(output: str) -> str | None:
+    """The last exception the output shows, in one line (with its first detail line when the
+    message continues below it); None when it shows none."""
     lines = output_lines(output)
     for i in range(len(lines) - 1, -1, -1):
         match = _EXCEPTION.match(lines[i].strip())
@@ -49,6 +51,15 @@ def failure_reason(output: str, returncode: int) -> str:
         if (not match.group(2) or reason.endswith(":")) and i + 1 < len(lines):
             reason += " " + lines[i + 1].strip()
         return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+    return None
+
+
+def failure_reason(output: str, returncode: int) -> str:
+    """One line: the last exception the output shows (``last_error``), else what the exit
+    status says."""
+    error = last_error(output)
+    if error is not None:
+        return error
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name

@@ -8,6 +8,10 @@ study_log.jsonl            one line per point and run of the study: what happene
 report/                    calib-report over the finished points, and the study's figures
 locks/.report.lock         locked by the study run writing the report
 .report.partial/           the report being written (swapped in for report/ once whole)
+slurm_jobs.json            executor kind slurm: the job last submitted for each point
+slurm/                     executor kind slurm: submitit's folder (sbatch scripts, the jobs'
+                           pickles, and their logs <job id>_0_log.out / .err)
+locks/.submit.lock         locked by the study run deciding what to submit to SLURM
 """
 
 from __future__ import annotations
@@ -70,3 +74,19 @@ class StudyLayout:
     def report_old(self) -> Path:
         """Where the replaced report folder is put for the moment of the swap."""
         return self.root / ".report.old"
+
+    @property
+    def slurm_jobs(self) -> Path:
+        """The job last submitted for each point: ``{name: {job_id, evaluation}}``."""
+        return self.root / "slurm_jobs.json"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """submitit's folder: the sbatch scripts, the jobs' pickles and logs."""
+        return self.root / "slurm"
+
+    @property
+    def submit_lock(self) -> Path:
+        """Locked by the study run that decides which points to submit and records their jobs
+        (not a point's lock file: point names begin with a letter or digit)."""
+        return self.root / "locks" / ".submit.lock"

@@ -89,6 +89,26 @@ def harness_args(spec: PointSpec, settings: EvalSettings, output_path: Path) -> 
     return [*args, "--output_path", str(output_path), "--log_samples"]
 
 
+def harness_command(spec: PointSpec, args: Sequence[str]) -> list[str]:
+    """The command that runs the harness (``calib-eval``) on ``spec`` with ``args``
+    (``harness_args``): this Python with ``-m calib_tasks.command_line.eval``, or, for a point
+    with ``launcher: accelerate``, under ``accelerate launch --num_processes N``."""
+    if spec.launcher == "accelerate":
+        launch = ["-m", "accelerate.commands.launch", "--num_processes", str(spec.num_processes)]
+        return [sys.executable, *launch, "-m", HARNESS_MODULE, *args]
+    return [sys.executable, "-m", HARNESS_MODULE, *args]
+
+
+def shown_command(spec: PointSpec, args: Sequence[str]) -> str:
+    """``harness_command`` as a person would type it (``calib-eval ARGS``, ``accelerate launch
+    --num_processes N -m calib_tasks.command_line.eval ARGS``), for the point's log and
+    record."""
+    command = harness_command(spec, args)
+    if spec.launcher == "accelerate":
+        return shlex.join(["accelerate", "launch", *command[3:]])
+    return shlex.join(["calib-eval", *command[3:]])
+
+
 def folder_fingerprint(path: str) -> str | None:
     """A digest of the files in the local folder ``path`` (relative path, size and modification
     time of each), None when ``path`` is not a local folder (e.g. a hub name)."""
@@ -162,7 +182,8 @@ def is_published(folder: Path, evaluation: Mapping[str, Any]) -> bool:
     )
 
 
-def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
+def log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
+    """Append what became of a point (its status, seconds, reason) to the study's run log."""
     layout.run_log.parent.mkdir(parents=True, exist_ok=True)
     event = {
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -173,6 +194,14 @@ def _log_event(layout: StudyLayout, outcome: PointOutcome) -> None:
     }
     with layout.run_log.open("a", encoding="utf-8") as log:
         log.write(json.dumps(event) + "\n")
+
+
+def with_blamed_fields(reason: str, spec: PointSpec, settings: EvalSettings) -> str:
+    """``reason`` led by the fields of the point (or the study's per-task limit) that it points
+    at (``field 'model': ...``; ``blamed_fields``), as it is when it points at none."""
+    per_task_limit = {"limit"} if isinstance(settings.limit, Mapping) else set()
+    fields = blamed_fields(reason, spec.given_fields() | per_task_limit)
+    return f"field {' / '.join(map(repr, fields))}: {reason}" if fields else reason
 
 
 def _evaluate(
@@ -196,10 +225,10 @@ def _evaluate(
     args = harness_args(spec, settings, partial)
     start = time.monotonic()
     with log_file.open("w", encoding="utf-8") as log:
-        log.write(f"$ calib-eval {shlex.join(args)}\n")
+        log.write(f"$ {shown_command(spec, args)}\n")
         log.flush()
         returncode = run_tied(
-            [sys.executable, "-m", HARNESS_MODULE, *args],
+            harness_command(spec, args),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -215,10 +244,7 @@ def _evaluate(
             if returncode != 0
             else f"the harness exited normally, but {problem}"
         )
-        per_task_limit = {"limit"} if isinstance(settings.limit, Mapping) else set()
-        fields = blamed_fields(reason, spec.given_fields() | per_task_limit)
-        if fields:
-            reason = f"field {' / '.join(map(repr, fields))}: {reason}"
+        reason = with_blamed_fields(reason, spec, settings)
         shutil.rmtree(partial, ignore_errors=True)
         print(f"FAILED: {reason}", file=out)
         for line in output_tail(output):
@@ -228,7 +254,7 @@ def _evaluate(
     final = layout.point_dir(spec.name)
     record = {
         "name": spec.name,
-        "command": f"calib-eval {shlex.join(harness_args(spec, settings, final))}",
+        "command": shown_command(spec, harness_args(spec, settings, final)),
         "evaluation": evaluation,
         "seconds": round(seconds, 2),
     }
@@ -380,12 +406,12 @@ def run_points(
                 print(f"running elsewhere{_holder(held)}; back to it later", file=out, flush=True)
                 elsewhere.append((position, entry.spec))
                 continue
-        _log_event(layout, outcome)
+        log_event(layout, outcome)
         outcomes[position] = outcome
     for position, spec in elsewhere:
         print(f"[{position}/{total}] {spec.description()}: ", end="", file=out)
         outcomes[position] = run_point(spec, settings, layout, out)
-        _log_event(layout, outcomes[position])
+        log_event(layout, outcomes[position])
     return [outcomes[position] for position in sorted(outcomes)]
 
 
@@ -418,7 +444,7 @@ def run_points_parallel(
             print(f"[{position}/{total}] {line}", end="" if line.endswith("\n") else "\n", file=out)
             out.flush()
             if outcome is not None:
-                _log_event(layout, outcome)
+                log_event(layout, outcome)
                 outcomes[position] = outcome
 
     for position, entry in enumerate(entries, start=1):

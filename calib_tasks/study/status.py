@@ -1,10 +1,11 @@
 """``calib-study --status``: what state each point of a study is in, read from its output
-folder without running or locking anything (beyond probing the points' locks for a moment)."""
+folder (and, for a study on SLURM, from SLURM's account of its recorded jobs) without running,
+submitting or locking anything (beyond probing the points' locks for a moment)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -12,6 +13,7 @@ from calib_tasks.study.failure import failure_reason
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.lifetime import lock_holder
 from calib_tasks.study.runner import _changed_settings, evaluation_key, is_published
+from calib_tasks.study.slurm import LIVE_JOB_STATES
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
 
@@ -71,15 +73,33 @@ def point_state(
 
 
 def print_status(
-    entries: Sequence[PointEntry], settings: EvalSettings, layout: StudyLayout, out: TextIO
+    entries: Sequence[PointEntry],
+    settings: EvalSettings,
+    layout: StudyLayout,
+    out: TextIO,
+    jobs: Mapping[str, tuple[str, str]] | None = None,
 ) -> None:
     """One line per point: ``[2/4] name: STATE`` (``point_state``; invalid points with their
-    problems)."""
+    problems). ``jobs``: ``{name: (job id, SLURM state)}`` of the points' recorded SLURM jobs;
+    a point whose job has not ended is ``job 1000_1 RUNNING``, one whose job has ended (or
+    published the point and is still ending) has its state followed by ``; job 1000_1
+    COMPLETED``."""
+    jobs = jobs or {}
     last = _last_events(layout)
     total = len(entries)
     for position, entry in enumerate(entries, start=1):
         if entry.spec is None:
             state = f"INVALID: {'; '.join(entry.problems)}"
+        elif (
+            entry.spec.name in jobs
+            and jobs[entry.spec.name][1] in LIVE_JOB_STATES
+            and not is_published(
+                layout.point_dir(entry.spec.name), evaluation_key(entry.spec, settings)
+            )
+        ):
+            state = "job {} {}".format(*jobs[entry.spec.name])
         else:
             state = point_state(entry.spec, settings, layout, last.get(entry.spec.name))
+            if entry.spec.name in jobs:
+                state += "; job {} {}".format(*jobs[entry.spec.name])
         print(f"[{position}/{total}] {entry.label}: {state}", file=out)

@@ -12,13 +12,18 @@ Output folder::
     eval/                   a calib-study output folder: one point per checkpoint, report/
     comparison.md           ECE/accuracy per task and epoch, the methods side by side
     ece_vs_epoch.png/.svg   the same as a figure
+    slurm/                  --executor with kind slurm: submitit's sbatch scripts and job logs
 
 Under ``accelerate launch`` every process trains its share of each batch (data-parallel); the
-main process alone evaluates and writes the comparison.
+main process alone evaluates and writes the comparison. With ``--executor FILE`` naming
+``kind: slurm``, each method trains and evaluates its checkpoints as a SLURM job, a chained
+method once its SFT job has completed (``calib_tasks.tune.jobs``); this process then writes the
+report and the comparison.
 
 Exit status (``calib_tasks.command_line.conventions``): 0 when every checkpoint was evaluated,
-1 when some evaluation failed or the report could not be written, 2 when the input (data,
-template, model) is unusable.
+1 when some evaluation (or SLURM job) failed or the report could not be written, 2 when the
+input (data, template, model, executor file) is unusable, 130 when interrupted on SLURM (its
+jobs are then cancelled).
 
 The training options are made from ``TrainConfig``'s fields (``add_options``), so each default
 is written once, there.
@@ -35,6 +40,7 @@ from pathlib import Path
 from calib_tasks import task_dir
 from calib_tasks.command_line.conventions import (
     EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_SOME_FAILED,
     add_options,
@@ -44,6 +50,7 @@ from calib_tasks.command_line.conventions import (
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.report import StudyReport, write_study_report
 from calib_tasks.study.runner import run_points
+from calib_tasks.study.slurm import SubmissionError, import_submitit
 from calib_tasks.study.spec import (
     INSTALLED_PREFIX,
     EvalSettings,
@@ -66,6 +73,8 @@ from calib_tasks.tune.compare import (
 )
 from calib_tasks.tune.data import TEMPLATES, PromptTemplate, load_template
 from calib_tasks.tune.formats import load_instructions, load_preferences
+from calib_tasks.tune.jobs import MethodRun, load_executor, run_methods_slurm
+from calib_tasks.tune.points import checkpoint_points
 from calib_tasks.tune.train import (
     CHAINED,
     LEARNING_RATES,
@@ -73,7 +82,6 @@ from calib_tasks.tune.train import (
     TRAIN_LOG,
     TrainConfig,
     is_dpo,
-    is_lora,
     learning_rate_key,
     preflight,
     train,
@@ -82,7 +90,6 @@ from calib_tasks.tune.train import (
 DEFAULT_DATA = str(task_dir() / "data" / "instructions_mini.jsonl")
 DEFAULT_PREFERENCES = str(task_dir() / "data" / "preferences_mini.jsonl")
 DEFAULT_TASKS = "calib_mmlu_mini,calib_facts_mini,calib_clm_mini"
-EVAL_DTYPE = "float32"
 
 
 def _methods(text: str) -> list[str]:
@@ -175,6 +182,16 @@ def parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--eval-batch-size", default="8")
     evaluation.add_argument("--eval-device", help="default: the training device")
     evaluation.add_argument("--no-eval", action="store_true", help="train only")
+    p.add_argument(
+        "--executor",
+        type=Path,
+        metavar="FILE.yaml",
+        help="a YAML file with a study file's executor block, e.g. executor: {kind: slurm, "
+        "parallel: 4, slurm: {partition: gpu, gpus_per_node: 1, timeout_min: 600}}: each "
+        "method trains and evaluates its checkpoints as one SLURM job (a chained method once "
+        "its SFT job has completed), the base model's evaluation as another (default: every "
+        "method in this process, one after another)",
+    )
     return p
 
 
@@ -204,29 +221,6 @@ def _base_model(args: argparse.Namespace) -> BaseModel:
     return BaseModel(model, args.revision)
 
 
-def checkpoint_points(
-    base: BaseModel, checkpoints: dict[str, list[Path]]
-) -> list[tuple[str, int, PointSpec]]:
-    """(method, epoch, point) for the base model (method ``base``, epoch 0) and for every
-    checkpoint: a full checkpoint is a model of its own, a LoRA checkpoint a ``peft`` adapter
-    on the base model. A chained method's epochs count on from its SFT run's last epoch. Every
-    point is evaluated in float32, the precision it was trained in."""
-    points = [("base", 0, PointSpec("base", base.model, base.revision, dtype=EVAL_DTYPE))]
-    for method, folders in checkpoints.items():
-        sft = CHAINED.get(method)  # type: ignore[call-overload]
-        first = 1 + (len(checkpoints[sft]) if sft else 0)
-        for epoch, folder in enumerate(folders, start=first):
-            name = f"{method}-epoch{epoch}"
-            if is_lora(method):  # type: ignore[arg-type]
-                spec = PointSpec(
-                    name, base.model, base.revision, peft=str(folder), dtype=EVAL_DTYPE
-                )
-            else:
-                spec = PointSpec(name, str(folder), dtype=EVAL_DTYPE)
-            points.append((method, epoch, spec))
-    return points
-
-
 def _epoch_losses(run_dir: Path) -> list[float]:
     losses: dict[int, list[float]] = {}
     for line in (run_dir / TRAIN_LOG).read_text(encoding="utf-8").splitlines():
@@ -236,8 +230,14 @@ def _epoch_losses(run_dir: Path) -> list[float]:
 
 
 def _setup_lines(
-    args: argparse.Namespace, n_examples: int, n_pairs: int | None, base: BaseModel
+    args: argparse.Namespace,
+    n_examples: int,
+    n_pairs: int | None,
+    base: BaseModel,
+    trained: Sequence[str],
 ) -> list[str]:
+    """The setup of the tuning in words, for comparison.md; ``trained``: the methods whose
+    training finished (all of them, but for methods whose SLURM job failed)."""
     warmup = f"linear warmup over {args.warmup_ratio:.0%} of the steps, then {args.schedule} decay"
     rates = ", ".join(
         f"{getattr(args, f'lr_{m}'):g} ({METHOD_LABELS[m]})"
@@ -273,7 +273,7 @@ def _setup_lines(
         + (f", {args.num_fewshot}-shot" if args.num_fewshot is not None else "")
         + ".",
     ]
-    for method in args.methods:
+    for method in trained:
         losses = ", ".join(f"{loss:.3f}" for loss in _epoch_losses(args.out / method))
         lines.append(f"Mean training loss per epoch, {method}: {losses}.")
     return lines
@@ -328,6 +328,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.revision and args.gguf_file:
         print("calib-tune: --revision does not apply to a --gguf-file model", file=sys.stderr)
         return EXIT_BAD_INPUT
+    executor = None
+    if args.executor is not None:
+        try:
+            executor = load_executor(args.executor)
+            if executor.kind == "slurm":
+                import_submitit()
+        except StudyError as error:
+            print(f"calib-tune: --executor {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+    on_slurm = executor is not None and executor.kind == "slurm"
+    settings = EvalSettings(
+        tasks=tasks,
+        num_fewshot=args.num_fewshot,
+        limit=limit,
+        batch_size=args.eval_batch_size,
+        device=args.eval_device or args.device,
+    )
     try:
         examples = load_instructions(args.data)
         dpo = any(is_dpo(m) for m in args.methods)
@@ -336,30 +353,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = _base_model(args)
         configs = {method: _train_config(args, method) for method in args.methods}
         preflight(base, template, list(configs.values()))
+        runs = {
+            method: MethodRun(
+                config, (pairs or []) if is_dpo(method) else examples, args.out / method
+            )
+            for method, config in configs.items()
+        }
         checkpoints: dict[str, list[Path]] = {}
-        for method, config in configs.items():  # an SFT run comes before the DPO run after it
-            sft = CHAINED.get(method)
-            start = checkpoints[sft][-1] if sft else None
-            data = pairs if is_dpo(method) else examples
-            run_dir = args.out / method
-            checkpoints[method] = train(base, data, template, config, run_dir, None, start)
+        if not on_slurm:  # here, in order: an SFT run comes before the DPO run after it
+            for method, run in runs.items():
+                sft = CHAINED.get(method)  # type: ignore[call-overload]
+                start = checkpoints[sft][-1] if sft else None
+                checkpoints[method] = train(
+                    base, run.data, template, run.config, run.run_dir, None, start
+                )
     except (ValueError, OSError) as error:  # DataError is a ValueError; OSError: model loading
         print(f"calib-tune: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    from accelerate import PartialState
-
-    if args.no_eval or not PartialState().is_main_process:
-        return EXIT_OK
-    points = checkpoint_points(base, checkpoints)
-    settings = EvalSettings(
-        tasks=tasks,
-        num_fewshot=args.num_fewshot,
-        limit=limit,
-        batch_size=args.eval_batch_size,
-        device=args.eval_device or args.device,
-    )
     layout = StudyLayout(args.out / "eval")
-    outcomes = run_points([PointEntry(spec.name, spec) for _, _, spec in points], settings, layout)
+    failed_jobs: list[str] = []
+    if on_slurm:
+        try:
+            ended = run_methods_slurm(
+                executor, base, template, runs, None if args.no_eval else settings, args.out
+            )
+        except SubmissionError as error:
+            print(f"calib-tune: {error}", file=sys.stderr)
+            return EXIT_SOME_FAILED
+        except KeyboardInterrupt:
+            print("\ncalib-tune: interrupted; run it again to resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        checkpoints, outcomes, failed_jobs = ended.checkpoints, ended.outcomes, ended.failed
+        if args.no_eval:
+            return EXIT_SOME_FAILED if failed_jobs else EXIT_OK
+        points = checkpoint_points(base, checkpoints)
+    else:
+        from accelerate import PartialState
+
+        if args.no_eval or not PartialState().is_main_process:
+            return EXIT_OK
+        points = checkpoint_points(base, checkpoints)
+        entries = [PointEntry(spec.name, spec) for _, _, spec in points]
+        outcomes = run_points(entries, settings, layout)
     try:
         written = write_study_report(outcomes, layout)
     except OSError as error:
@@ -368,7 +403,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_SOME_FAILED
-    compared = _comparison(points, args.methods, written, seen_facts(examples))
+    trained = [method for method in args.methods if method in checkpoints]
+    compared = _comparison(points, trained, written, seen_facts(examples))
     if compared is None:
         print(
             f"calib-tune: no checkpoint has results to compare; see {layout.root / 'logs'}",
@@ -376,7 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_SOME_FAILED
     figure = write_figure(compared, args.out)
-    setup = _setup_lines(args, len(examples), len(pairs) if pairs else None, base)
+    setup = _setup_lines(args, len(examples), len(pairs) if pairs else None, base, trained)
     (args.out / TABLE).write_text(comparison_markdown(compared, figure, setup), encoding="utf-8")
     print(f"comparison: {args.out / TABLE} and {args.out / figure}.png")
-    return EXIT_OK if all(o.finished for o in outcomes) else EXIT_SOME_FAILED
+    finished = all(o.finished for o in outcomes) and not failed_jobs
+    return EXIT_OK if finished else EXIT_SOME_FAILED

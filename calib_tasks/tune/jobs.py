@@ -1,0 +1,204 @@
+"""calib-tune's methods as SLURM jobs (``--executor FILE``, ``kind: slurm``), through the
+study's SLURM machinery (``calib_tasks.study.slurm``).
+
+Each method is one job that trains it (``train``: a finished run with the same config and data
+is reused, an unfinished one resumed) and then evaluates its own checkpoints as points of the
+tuning's study folder (``eval/``); the base model's point is one more job. These are one job
+array, at most ``parallel`` at once, with the ``slurm`` block's resources. A chained method
+(``full.dpo``, ``lora.dpo``) is a job of its own that starts once its SFT method's job has
+completed (SLURM's ``afterok``; SLURM cancels it when that job fails); it finds that SFT run
+finished and reuses it. submitit keeps the jobs' scripts and logs in ``slurm/`` of the output
+folder. Ctrl-C or SIGTERM cancels the jobs not yet ended.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from calib_tasks.study.layout import StudyLayout
+from calib_tasks.study.runner import PointOutcome, run_points
+from calib_tasks.study.slurm import (
+    JobFailed,
+    SubmissionError,
+    evaluate_in_job,
+    follow_jobs,
+    import_submitit,
+    job_result,
+    slurm_executor,
+    submission_errors,
+)
+from calib_tasks.study.spec import EvalSettings, Executor, PointEntry, StudyError, parse_executor
+from calib_tasks.tune.base_model import BaseModel
+from calib_tasks.tune.data import Example, Preference, PromptTemplate
+from calib_tasks.tune.points import checkpoint_points
+from calib_tasks.tune.train import CHAINED, TrainConfig, train
+
+BASE = "base"
+
+
+def load_executor(path: Path) -> Executor:
+    """The ``executor`` block of the YAML file ``path`` (a study file's block, alone in the
+    file: ``executor: {kind: slurm, parallel: N, slurm: {...}}``); ``StudyError`` names what is
+    wrong. Methods run locally one after another, so kind ``local`` takes no ``parallel``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise StudyError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(raw, Mapping) or set(raw) != {"executor"}:
+        raise StudyError(f"{path}: must hold the field 'executor' alone, got {raw!r}")
+    try:
+        executor = parse_executor(raw["executor"])
+    except StudyError as error:
+        raise StudyError(f"{path}: {error}") from None
+    if executor.kind == "local" and executor.parallel != 1:
+        raise StudyError(
+            f"{path}: field 'executor.parallel': calib-tune trains local methods one after "
+            "another; parallel applies to kind 'slurm'"
+        )
+    return executor
+
+
+@dataclass(frozen=True)
+class MethodRun:
+    """What training one method takes: its config, its data and its run folder."""
+
+    config: TrainConfig
+    data: Sequence[Example] | Sequence[Preference]
+    run_dir: Path
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """What a method's job returns: its checkpoints, and the outcomes of their evaluation."""
+
+    checkpoints: list[Path]
+    outcomes: list[PointOutcome]
+
+
+@dataclass(frozen=True)
+class JobsEnded:
+    """What the jobs of ``run_methods_slurm`` did: the checkpoints of each method whose job
+    finished, the outcomes of every point evaluated (the base model's first), and the jobs that
+    failed (``base`` or a method)."""
+
+    checkpoints: dict[str, list[Path]]
+    outcomes: list[PointOutcome]
+    failed: list[str]
+
+
+def method_job(
+    base: BaseModel,
+    template: PromptTemplate,
+    run: MethodRun,
+    sft: MethodRun | None,
+    settings: EvalSettings | None,
+    eval_root: str,
+) -> MethodResult:
+    """What a method's job runs on its node: train ``run`` (a chained method from the last
+    checkpoint of the ``sft`` run, which is found finished and reused), then evaluate the
+    method's own checkpoints in the study folder ``eval_root`` (not when ``settings`` is
+    None)."""
+    sft_checkpoints = train(base, sft.data, template, sft.config, sft.run_dir) if sft else []
+    start = sft_checkpoints[-1] if sft_checkpoints else None
+    checkpoints = train(base, run.data, template, run.config, run.run_dir, None, start)
+    method = run.config.method
+    if settings is None:
+        return MethodResult(checkpoints, [])
+    trained = ({sft.config.method: sft_checkpoints} if sft else {}) | {method: checkpoints}
+    entries = [
+        PointEntry(spec.name, spec)
+        for of, _, spec in checkpoint_points(base, trained)
+        if of == method
+    ]
+    outcomes = run_points(entries, settings, StudyLayout(Path(eval_root)))
+    return MethodResult(checkpoints, outcomes)
+
+
+def run_methods_slurm(
+    executor: Executor,
+    base: BaseModel,
+    template: PromptTemplate,
+    runs: Mapping[str, MethodRun],
+    settings: EvalSettings | None,
+    out_dir: Path,
+    out: TextIO | None = None,
+) -> JobsEnded:
+    """Train and evaluate every method of ``runs`` (an SFT method before the chained method
+    after it), and evaluate the base model, as SLURM jobs (see the module docstring); with
+    ``settings`` None, train only. One progress line on ``out`` (default: standard output) per
+    job and change of its state. Returns what the jobs did once every one has ended. Raises
+    ``SubmissionError`` when SLURM does not take the jobs, and KeyboardInterrupt when
+    interrupted, after cancelling the jobs not yet ended."""
+    submitit = import_submitit()
+    out = out or sys.stdout
+    folder = out_dir / "slurm"
+    eval_root = str((out_dir / "eval").resolve())
+    base_point = checkpoint_points(base, {})[0][2]
+    first = [method for method in runs if method not in CHAINED]
+    jobs: dict[str, Any] = {}
+    try:
+        array = slurm_executor(submitit, executor, folder, len(first) + 1)
+        with array.batch():
+            if settings is not None:
+                jobs[BASE] = array.submit(evaluate_in_job, base_point, settings, eval_root)
+            for method in first:
+                run = runs[method]
+                jobs[method] = array.submit(
+                    method_job, base, template, run, None, settings, eval_root
+                )
+        for method, sft in CHAINED.items():
+            if method in runs:
+                after = slurm_executor(submitit, executor, folder, 1, after=jobs[sft].job_id)
+                jobs[method] = after.submit(
+                    method_job, base, template, runs[method], runs[sft], settings, eval_root
+                )
+    except submission_errors(submitit) as error:
+        raise SubmissionError(f"SLURM did not take the jobs: {error}") from None
+    for label, job in jobs.items():
+        print(f"{label}: submitted as job {job.job_id}", file=out, flush=True)
+
+    checkpoints: dict[str, list[Path]] = {}
+    outcomes: dict[str, list[PointOutcome]] = {}
+    failed_jobs: list[str] = []
+
+    def on_state(label: str, job: Any, state: str) -> None:
+        print(f"{label}: job {job.job_id} {state}", file=out, flush=True)
+
+    def on_end(label: str, job: Any) -> None:
+        try:
+            result = job_result(submitit, job)
+        except JobFailed as failed:
+            failed_jobs.append(label)
+            print(f"{label}: job {job.job_id} FAILED: {failed.reason}", file=out)
+            *lines, where = failed.tail
+            for line in lines:
+                print(f"      | {line}", file=out)
+            print(f"      {where}", file=out, flush=True)
+            return
+        if isinstance(result, MethodResult):
+            checkpoints[label] = result.checkpoints
+            outcomes[label] = result.outcomes
+        else:
+            outcomes[label] = [result]
+        evaluated = sum(o.finished for o in outcomes[label])
+        print(
+            f"{label}: job {job.job_id} done ({evaluated} of {len(outcomes[label])} point(s) "
+            "evaluated)",
+            file=out,
+            flush=True,
+        )
+
+    follow_jobs(list(jobs.items()), on_state, on_end)
+    return JobsEnded(
+        checkpoints={m: checkpoints[m] for m in runs if m in checkpoints},
+        outcomes=[outcome for label in jobs for outcome in outcomes.get(label, [])],
+        failed=failed_jobs,
+    )
