@@ -237,3 +237,55 @@ def test_one_scored_position_is_the_only_one_projected(family_dirs):
     assert head.rows == [1, 1, 1]
     assert len({float(s.top1_logprob[0]) for s in stats}) == 1
     assert len({float(s.true_logprob[0]) for s in stats}) == 4
+
+
+def test_a_model_that_needs_every_position_after_its_head_falls_back(
+    family_dirs, monkeypatch, caplog
+):
+    """A model whose forward pass fails on logits of the last position only (it reshapes them
+    by the sequence length, say) is scored from its full logits, with the reason logged."""
+    lm = HFLM(pretrained=str(family_dirs["llama"]), device="cpu", batch_size=4)
+    reference = full_logits_path(lm, REQUESTS)
+
+    def every_position(module, args, output):
+        if output.shape[1] == 1:
+            raise RuntimeError("shape '[4, 64, 2000]' is invalid for input of size 8000")
+
+    lm.model.get_output_embeddings().register_forward_hook(every_position)
+    with caplog.at_level(logging.WARNING):
+        stats = lm.token_stats(REQUESTS)
+    assert "is invalid for input of size" in caplog.text and FALLBACK in caplog.text
+    for a, b in zip(stats, reference, strict=True):
+        assert_same_stats(a, b, atol=0)
+
+
+def test_a_model_without_a_findable_output_module_falls_back(family_dirs, monkeypatch, caplog):
+    lm = HFLM(pretrained=str(family_dirs["gpt2"]), device="cpu", batch_size=4)
+    reference = full_logits_path(lm, REQUESTS)
+
+    def not_implemented():
+        raise NotImplementedError("remote code without get_output_embeddings")
+
+    monkeypatch.setattr(lm.model, "get_output_embeddings", not_implemented)
+    with caplog.at_level(logging.WARNING):
+        stats = lm.token_stats(REQUESTS)
+    assert "output embeddings module cannot be found" in caplog.text
+    for a, b in zip(stats, reference, strict=True):
+        assert_same_stats(a, b, atol=0)
+
+
+def test_a_one_percent_unknown_scale_is_caught(family_dirs, caplog):
+    """The check is tight: logits scaled by 1.01 after the head do not pass for rounding."""
+    lm = HFLM(pretrained=str(family_dirs["llama"]), device="cpu", batch_size=4)
+
+    def scaled(module, args, output):
+        output.logits = output.logits * 1.01
+        return output
+
+    lm.model.register_forward_hook(scaled)
+    reference = full_logits_path(lm, REQUESTS)
+    with caplog.at_level(logging.WARNING):
+        stats = lm.token_stats(REQUESTS)
+    assert "differ from the projection" in caplog.text
+    for a, b in zip(stats, reference, strict=True):
+        assert_same_stats(a, b, atol=0)

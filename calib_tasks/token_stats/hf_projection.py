@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,11 +39,6 @@ LOGIT_TRANSFORMS: dict[str, Callable[[Any, float], Any]] = {
     "logit_scale": lambda x, s: x * s,
     "logits_scaling": lambda x, s: x / s,
 }
-# The split is trusted when it matches the model's own logits to rounding, relative to their
-# largest magnitude: 16 units of float32 (the products' summation order differs with the shape),
-# or 2 units of the logits' dtype when that is coarser (bfloat16, float16).
-_FLOAT32_UNITS = 16
-_OWN_DTYPE_UNITS = 2
 
 
 def _backbone(model: Any) -> Any:
@@ -80,18 +74,23 @@ class FullLogits:
 
 
 class SplitLogits:
-    """The final hidden states of a batch (``[B, T', H]``) and how to make them logits."""
+    """The final hidden states of a batch (``[B, T', H]``) and how to make them logits, which
+    come on ``device``, the device of the model's own logits (the head may sit on another one,
+    and the hidden states on a third, when the model is spread over several devices)."""
 
-    def __init__(self, hidden: Any, project: Callable[[Any], Any], vocab_size: int) -> None:
+    def __init__(
+        self, hidden: Any, project: Callable[[Any], Any], vocab_size: int, device: Any
+    ) -> None:
         self.hidden = hidden
         self.project = project
         self.length = int(hidden.shape[1])
         self.vocab_size = vocab_size
-        self.device = hidden.device
+        self.device = device
 
     def rows(self, row: Any, position: Any) -> Any:
         """The logits at ``(row[i], position[i])`` for every i: ``[m, V]``, computed now."""
-        return self.project(self.hidden[row, position])
+        at = self.hidden.device
+        return self.project(self.hidden[row.to(at), position.to(at)]).to(self.device)
 
 
 @dataclass
@@ -107,12 +106,17 @@ class Projection:
     def __init__(self, lm: Any, *, split: bool = True) -> None:
         self.lm = lm
         self.model = _backbone(lm.model)
-        get_head = getattr(self.model, "get_output_embeddings", None)
-        self.head = get_head() if split and callable(get_head) else None
         self.transforms = _transforms(self.model)
-        self.split = split and self.head is not None
-        if split and self.head is None:
-            self._fall_back("the model has no output embeddings module")
+        self.head = None
+        self.split = split
+        if split:
+            try:
+                self.head = self.model.get_output_embeddings()
+            except (AttributeError, NotImplementedError) as error:
+                self._fall_back(f"its output embeddings module cannot be found ({error!r})")
+                return
+            if self.head is None:
+                self._fall_back("the model has no output embeddings module")
 
     def _fall_back(self, why: str) -> None:
         self.split = False
@@ -148,6 +152,8 @@ class Projection:
         ``lm._model_call``; its logits as full logits or as hidden states to project."""
         if not self.split:
             return FullLogits(self.lm._model_call(batch))
+        from accelerate.utils.memory import should_reduce_batch_size
+
         capture = _Capture()
 
         def keep_last_position(module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -159,9 +165,22 @@ class Projection:
 
         handle = self.head.register_forward_pre_hook(keep_last_position)
         try:
-            own = self.lm._model_call(batch)
-        finally:
-            handle.remove()
+            try:
+                own = self.lm._model_call(batch)
+            finally:
+                handle.remove()
+            if capture.calls == 1:
+                own_last = own[:, -1]
+                mine = self._project(capture.hidden[:, -1], own.dtype).to(own_last.device)
+        except Exception as error:
+            if should_reduce_batch_size(error):  # out of memory: for the caller to handle
+                raise
+            self._fall_back(
+                "its forward pass, with the output embeddings module given the last position "
+                f"only, or the projection of its hidden states failed ({type(error).__name__}: "
+                f"{error})"
+            )
+            return FullLogits(self.lm._model_call(batch))
         if capture.calls != 1:
             self._fall_back(
                 "its forward pass never called the output embeddings module "
@@ -170,33 +189,38 @@ class Projection:
                 else f"its forward pass called the output embeddings module {capture.calls} times"
             )
             return FullLogits(own if capture.calls == 0 else self.lm._model_call(batch))
-        own_last = own[:, -1]
-        mine = self._project(capture.hidden[:, -1], own.dtype)
         problem = _mismatch(mine, own_last)
         if problem is not None:
             self._fall_back(problem)
             return FullLogits(self.lm._model_call(batch))
         hidden, dtype = capture.hidden, own.dtype
-        return SplitLogits(hidden, lambda h: self._project(h, dtype), int(own.shape[-1]))
+        return SplitLogits(
+            hidden, lambda h: self._project(h, dtype), int(own.shape[-1]), own.device
+        )
+
+
+# units of float32 rounding the split may differ from the model's own logits by
+_FLOAT32_UNITS = 16
 
 
 def _mismatch(mine: Any, own: Any) -> str | None:
-    """None when the projected logits equal the model's own to rounding, else how they differ."""
+    """None when the projected logits equal the model's own to rounding, row by row:
+    ``max(16 * eps(float32), eps(dtype)) * max(1, max |row|)``, 16 units of float32 or one unit
+    of the logits' dtype when that is coarser, relative to the row's largest logit (the two come
+    from the same product of the same shape; an adapter on the head, such as LoRA's, adds its
+    terms in another order); else how they differ."""
     import torch
 
     if mine.shape != own.shape:
         return f"its logits have shape {tuple(own.shape)}, the projection {tuple(mine.shape)}"
-    scale = max(1.0, float(own.abs().max()))
-    difference = float((mine.float() - own.float()).abs().max())
-    units = max(
-        _FLOAT32_UNITS * torch.finfo(torch.float32).eps,
-        _OWN_DTYPE_UNITS * torch.finfo(own.dtype).eps,
+    own_values = own.float()
+    difference = (mine.float() - own_values).abs()
+    unit = max(_FLOAT32_UNITS * torch.finfo(torch.float32).eps, torch.finfo(own.dtype).eps)
+    allowed = unit * own_values.abs().amax(dim=-1, keepdim=True).clamp(min=1.0)
+    if bool((difference <= allowed).all()):
+        return None
+    return (
+        "its own logits differ from the projection of its hidden states by up to "
+        f"{float(difference.nan_to_num(nan=float('inf')).max()):.3g} (it transforms the logits "
+        f"in a way this package does not know; known: {', '.join(LOGIT_TRANSFORMS)})"
     )
-    tolerance = units * scale
-    if math.isnan(difference) or difference > tolerance:
-        return (
-            f"its own logits differ from the projection of its hidden states by {difference:.3g} "
-            "(it transforms the logits in a way this package does not know; known: "
-            f"{', '.join(LOGIT_TRANSFORMS)})"
-        )
-    return None
