@@ -4,7 +4,11 @@ that run the jobs on this machine and answer in SLURM's formats. The generated s
 (array, %parallel, resources, afterok dependency), the recorded job ids, a failing job beside a
 finished one, a second run following queued jobs instead of submitting them again, SIGTERM /
 Ctrl-C cancelling the jobs (their processes gone) and a rerun starting a cancelled point again;
-points under ``accelerate launch`` and the GPUs their jobs ask for; the slurm block's checks."""
+points under ``accelerate launch`` and the GPUs their jobs ask for; the slurm block's checks.
+Faults, run in this process (a ``_Reacting`` standard output acts on what the study says):
+a failing second ``sbatch``, a SUSPENDED job, a cluster whose sacct does not answer (squeue
+does), a point changed while its job is queued, a second Ctrl-C and a failing scancel while
+cancelling, calib-tune under several processes."""
 
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from support.tiny_model import build_tiny_model
 
+from calib_tasks.study import slurm as study_slurm
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.runner import harness_args, harness_command, shown_command
@@ -262,6 +268,14 @@ def test_ctrl_c_cancels_the_running_job_its_harness_ends_and_a_rerun_starts_it_a
             {"kind": "local", "slurm": {"timeout_min": 5}},
             "field 'executor.slurm' belongs to executor kind 'slurm' only",
         ),
+        (
+            {"kind": "slurm", "slurm": {"timeout_min": 5, "additional_parameters": {"array": 1}}},
+            "field 'executor.slurm.additional_parameters': 'array' is set by submitit itself",
+        ),
+        (
+            {"kind": "slurm", "slurm": {"timeout_min": 5, "exclude": ["n1", 2]}},
+            "field 'executor.slurm.exclude' must be a node list",
+        ),
     ],
 )
 def test_a_malformed_slurm_block_is_refused_naming_the_field(executor, message):
@@ -430,3 +444,222 @@ def test_calib_tune_refuses_an_executor_file_it_cannot_use(tmp_path: Path):
     fine = tmp_path / "fine.yaml"
     fine.write_text("executor: {kind: slurm, slurm: {timeout_min: 5, gpus_per_node: 1}}\n")
     assert load_executor(fine) == Executor("slurm", None, {"timeout_min": 5, "gpus_per_node": 1})
+
+
+class _Reacting(io.StringIO):
+    """Standard output that calls ``reactions[pattern](text so far)`` once, the first time its
+    text matches the pattern (an action may raise KeyboardInterrupt: Ctrl-C at that moment)."""
+
+    def __init__(self, reactions: dict[str, Callable[[str], None]]) -> None:
+        super().__init__()
+        self._reactions = dict(reactions)
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        for pattern, action in list(self._reactions.items()):
+            if re.search(pattern, self.getvalue()):
+                del self._reactions[pattern]
+                action(self.getvalue())
+        return written
+
+
+def _ctrl_c(_text: str) -> None:
+    raise KeyboardInterrupt
+
+
+def _timed_out(signum: int, frame: object) -> None:
+    raise TimeoutError("the study did not end in time")
+
+
+def _run_reacting(
+    argv: list[str], reactions: dict[str, Callable[[str], None]], main: Callable = calib_study
+) -> tuple[int, str, str]:
+    """Run ``main(argv)`` here with ``reactions`` on its standard output (``_Reacting``); its
+    exit status, standard output and standard error. TimeoutError after 60 s."""
+    out, err = _Reacting(reactions), io.StringIO()
+    if signal.getitimer(signal.ITIMER_REAL)[0]:  # run within another: its time limit holds
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return main(argv), out.getvalue(), err.getvalue()
+    previous = signal.signal(signal.SIGALRM, _timed_out)
+    signal.alarm(60)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _first_id(state: Path) -> int:
+    return int((state / "next_id").read_text())
+
+
+def _fake_state(state: Path, job_id: str) -> str:
+    return json.loads((state / "jobs" / f"{job_id}.json").read_text())["state"]
+
+
+def test_a_failing_second_sbatch_cancels_the_jobs_submitted_and_records_them(
+    slurm: Path, tmp_path: Path
+):
+    (slurm / "hold").touch()
+    (slurm / "sbatch_fails_after").write_text("1")
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        f"tasks: [calib_facts_mini]\noutput_dir: {tmp_path / 'out'}\n"
+        "executor: {kind: slurm, slurm: {timeout_min: 5}}\npoints:\n"
+        "  - {name: a, model: m1}\n"
+        "  - {name: b, model: m2, launcher: accelerate, num_processes: 2}\n",
+        encoding="utf-8",
+    )
+    a_id = str(_first_id(slurm))
+    code, output, errors = _run_reacting([str(study), "--no-report"], {})
+    assert code == 1, output + errors
+    assert f"[1/2] a: submitted as job {a_id}" in output
+    assert "SLURM did not take the jobs" in errors and "Invalid account" in errors
+    assert f"cancelled SLURM job(s) {a_id} (a)" in errors
+    assert _calls(slurm, "scancel") == [[a_id]] and _fake_state(slurm, a_id) == "CANCELLED"
+    recorded = json.loads(StudyLayout(tmp_path / "out").slurm_jobs.read_text())
+    assert {name: entry["job_id"] for name, entry in recorded.items()} == {"a": a_id}
+
+
+def test_a_suspended_job_is_followed_as_live_not_failed(slurm: Path, tmp_path: Path):
+    (slurm / "hold").touch()
+    study = _study_file(tmp_path, {"p1": tmp_path / "m"}, "{kind: slurm, slurm: {timeout_min: 5}}")
+    job_id = str(_first_id(slurm))
+    statuses: list[str] = []
+
+    def suspend(_text: str) -> None:
+        record = json.loads((slurm / "jobs" / f"{job_id}.json").read_text())
+        (slurm / "jobs" / f"{job_id}.json").write_text(json.dumps({**record, "state": "SUSPENDED"}))
+
+    def status_then_ctrl_c(_text: str) -> None:
+        statuses.append(_run(["--status", str(study)])[1])
+        raise KeyboardInterrupt
+
+    reactions = {"submitted as job": suspend, "SUSPENDED": status_then_ctrl_c}
+    code, output, errors = _run_reacting([str(study), "--no-report"], reactions)
+    assert code == 130, output + errors
+    assert f"[1/1] p1: job {job_id} SUSPENDED" in output and "FAILED" not in output
+    assert statuses == [f"[1/1] p1: job {job_id} SUSPENDED\n"]
+    assert f"cancelled SLURM job(s) {job_id} (p1)" in errors
+    assert _calls(slurm, "scancel") == [[job_id]]
+
+
+def test_without_sacct_squeue_tells_a_queued_job_live_and_a_gone_one_ended(
+    slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    (slurm / "hold").touch()
+    (slurm / "no_sacct").touch()  # no accounting (or slurmdbd lagging): every job UNKNOWN
+    monkeypatch.setattr(study_slurm, "QUEUE_SECONDS", 0.0)
+    study = _study_file(tmp_path, {"p1": tmp_path / "m"}, "{kind: slurm, slurm: {timeout_min: 5}}")
+    job_id = str(_first_id(slurm))
+    second: list[tuple[int, str, str]] = []
+
+    def second_run(_text: str) -> None:  # follows the job, then Ctrl-C cancels it
+        argv = [str(study), "--no-report"]
+        second.append(_run_reacting(argv, {"PENDING": _ctrl_c}))
+
+    code, output, errors = _run_reacting([str(study), "--no-report"], {"PENDING": second_run})
+    [(second_code, second_output, second_errors)] = second
+    assert second_code == 130, second_output + second_errors
+    assert f"[1/1] p1: job {job_id} submitted earlier, following it" in second_output
+    assert f"cancelled SLURM job(s) {job_id} (p1)" in second_errors
+    assert len(_calls(slurm, "sbatch")) == 1 and _calls(slurm, "squeue")
+    # the first run saw it PENDING (squeue), then gone from squeue: ended, without a result
+    assert code == 1, output + errors
+    assert f"[1/1] p1: job {job_id} PENDING" in output
+    assert f"p1: job {job_id} FAILED: job {job_id} ended UNKNOWN" in output
+
+
+def test_a_point_changed_while_its_job_is_queued_cancels_the_job_and_starts_after_it(
+    slurm: Path, tmp_path: Path
+):
+    (slurm / "hold").touch()
+    study = _study_file(tmp_path, {"p1": tmp_path / "m"}, "{kind: slurm, slurm: {timeout_min: 5}}")
+    old = str(_first_id(slurm))
+    second: list[tuple[int, str, str]] = []
+
+    def change_and_run_again(_text: str) -> None:
+        study.write_text(study.read_text().replace("limit: 4", "limit: 3"))
+        argv = [str(study), "--no-report"]
+        second.append(_run_reacting(argv, {"p1: submitted as job": _ctrl_c}))
+
+    code, output, errors = _run_reacting(
+        [str(study), "--no-report"], {"PENDING": change_and_run_again}
+    )
+    [(second_code, second_output, second_errors)] = second
+    assert second_code == 130, second_output + second_errors
+    assert f"[1/1] p1: job {old} evaluates earlier settings: cancelling it" in second_output
+    (new,) = re.findall(r"p1: submitted as job (\S+)", second_output)
+    script = (StudyLayout(tmp_path / "out").slurm_dir / f"{new}_submission.sh").read_text()
+    assert f"#SBATCH --dependency=afterany:{old}\n" in script
+    assert f"cancelled SLURM job(s) {old} (p1)" in second_errors
+    assert f"cancelled SLURM job(s) {new} (p1)" in second_errors  # Ctrl-C while submitting
+    assert _calls(slurm, "scancel") == [[old], [new]]
+    assert code == 1 and f"p1: job {old} FAILED: job {old} ended CANCELLED" in output
+
+
+def test_a_second_ctrl_c_does_not_cut_cancelling_short_and_a_failed_scancel_is_reported(
+    slurm: Path, tmp_path: Path
+):
+    (slurm / "hold").touch()
+    (slurm / "scancel_interrupts").touch()  # each scancel: Ctrl-C again
+    first = _first_id(slurm)
+    (slurm / "scancel_fails").write_text(f"{first}_1\n")
+    executor = "{kind: slurm, slurm: {timeout_min: 5, exclude: [node1, node2]}}"
+    study = _study_file(tmp_path, {"p1": tmp_path / "m1", "p2": tmp_path / "m2"}, executor)
+    code, output, errors = _run_reacting(
+        [str(study), "--no-report"], {"p2: job .* PENDING": _ctrl_c}
+    )
+    assert code == 130, output + errors
+    assert _calls(slurm, "scancel") == [[f"{first}_0"], [f"{first}_1"]]
+    assert f"cancelled SLURM job(s) {first}_0 (p1)" in errors
+    assert f"could NOT cancel SLURM job(s) {first}_1 (p2: " in errors
+    script = (StudyLayout(tmp_path / "out").slurm_dir / f"{first}_submission.sh").read_text()
+    assert "#SBATCH --exclude=node1,node2\n" in script
+
+
+def _tune_argv(tiny: Path, tmp_path: Path, executor: Path) -> list[str]:
+    return [
+        "--model", str(tiny), "--out", str(tmp_path / "tune"), "--methods", "full.dpo,lora",
+        "--tasks", "calib_facts_mini", "--executor", str(executor),
+    ]  # fmt: skip
+
+
+def test_calib_tune_cancels_its_array_when_the_chained_sbatch_fails(
+    tiny: Path, slurm: Path, tmp_path: Path
+):
+    from calib_tasks.tune.cli import main as calib_tune
+
+    (slurm / "hold").touch()
+    (slurm / "sbatch_fails_after").write_text("1")
+    executor = tmp_path / "executor.yaml"
+    executor.write_text("executor: {kind: slurm, slurm: {timeout_min: 60}}\n")
+    argv = _tune_argv(tiny, tmp_path, executor)
+    array = _first_id(slurm)
+    code, output, errors = _run_reacting(argv, {}, calib_tune)
+    assert code == 1, output + errors
+    ids = dict(re.findall(r"^([\w.]+): submitted as job (\S+)$", output, re.MULTILINE))
+    assert ids == {"base": f"{array}_0", "full": f"{array}_1", "lora": f"{array}_2"}
+    assert "calib-tune: SLURM did not take the jobs" in errors
+    assert f"cancelled SLURM job(s) {array}_0 (base), {array}_1 (full), {array}_2 (lora)" in errors
+    assert sorted(arg for call in _calls(slurm, "scancel") for arg in call) == sorted(ids.values())
+
+
+def test_calib_tune_on_slurm_under_several_processes_is_refused(
+    slurm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    import accelerate
+
+    from calib_tasks.tune.cli import main as calib_tune
+
+    class TwoProcesses:
+        num_processes = 2
+
+    monkeypatch.setattr(accelerate, "PartialState", TwoProcesses)
+    executor = tmp_path / "executor.yaml"
+    executor.write_text("executor: {kind: slurm, slurm: {timeout_min: 60}}\n")
+    assert calib_tune(_tune_argv(tmp_path / "no-model", tmp_path, executor)) == 2
+    assert "kind 'slurm' submits the jobs from one process, not 2" in capsys.readouterr().err
+    assert not (slurm / "calls.jsonl").exists()

@@ -73,7 +73,7 @@ SLURM_FIELDS = {
     "account": "an account name",
     "qos": "a quality of service name",
     "constraint": "a node feature expression",
-    "exclude": "a list of nodes",
+    "exclude": "a node list (a list of node names, or SLURM's comma-separated text)",
     "gpus_per_node": "an integer >= 0",
     "cpus_per_task": "an integer >= 1",
     "mem_gb": "a number > 0 (GB of memory per node)",
@@ -81,6 +81,18 @@ SLURM_FIELDS = {
     "setup": "a list of shell commands run before the job (e.g. module load ...)",
     "additional_parameters": "a mapping of further sbatch options to their values",
 }
+# sbatch options that submitit (or the executor) sets itself: not to be given as
+# executor.slurm.additional_parameters
+MANAGED_SBATCH_OPTIONS = (
+    "array",
+    "output",
+    "error",
+    "open-mode",
+    "signal",
+    "job-name",
+    "wckey",
+    "dependency",
+)
 POINT_FIELDS = (
     "name",
     "model",
@@ -436,7 +448,7 @@ def _slurm_value_ok(key: str, value: Any) -> bool:
         return isinstance(value, int) and value >= (0 if key == "gpus_per_node" else 1)
     if key == "mem_gb":
         return isinstance(value, (int, float)) and value > 0
-    if key == "setup":
+    if key == "setup" or (key == "exclude" and isinstance(value, list)):
         return isinstance(value, list) and all(isinstance(line, str) and line for line in value)
     if key == "additional_parameters":
         return isinstance(value, Mapping) and all(
@@ -462,6 +474,14 @@ def parse_slurm(raw: Any) -> dict[str, Any]:
             raise StudyError(
                 f"field 'executor.slurm.{key}' must be {SLURM_FIELDS[key]}, got {value!r}"
             )
+    managed = [
+        name for name in raw.get("additional_parameters", {}) if name in MANAGED_SBATCH_OPTIONS
+    ]
+    if managed:
+        raise StudyError(
+            f"field 'executor.slurm.additional_parameters': {', '.join(map(repr, managed))} "
+            "is set by submitit itself (job arrays, logs, job name, dependencies); remove it"
+        )
     if "timeout_min" not in raw:
         raise StudyError(
             "field 'executor.slurm.timeout_min' is required (the jobs' time limit in minutes; "

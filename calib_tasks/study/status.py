@@ -13,7 +13,7 @@ from calib_tasks.study.failure import failure_reason
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.lifetime import lock_holder
 from calib_tasks.study.runner import _changed_settings, evaluation_key, is_published
-from calib_tasks.study.slurm import LIVE_JOB_STATES
+from calib_tasks.study.slurm import JobState
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
 
@@ -77,11 +77,11 @@ def print_status(
     settings: EvalSettings,
     layout: StudyLayout,
     out: TextIO,
-    jobs: Mapping[str, tuple[str, str]] | None = None,
+    jobs: Mapping[str, tuple[str, JobState]] | None = None,
 ) -> None:
     """One line per point: ``[2/4] name: STATE`` (``point_state``; invalid points with their
-    problems). ``jobs``: ``{name: (job id, SLURM state)}`` of the points' recorded SLURM jobs;
-    a point whose job has not ended is ``job 1000_1 RUNNING``, one whose job has ended (or
+    problems). ``jobs``: ``{name: (job id, JobState)}`` of the points' recorded SLURM jobs; a
+    point whose job has not ended is ``job 1000_1 RUNNING``, one whose job has ended (or
     published the point and is still ending) has its state followed by ``; job 1000_1
     COMPLETED``."""
     jobs = jobs or {}
@@ -92,14 +92,16 @@ def print_status(
             state = f"INVALID: {'; '.join(entry.problems)}"
         elif (
             entry.spec.name in jobs
-            and jobs[entry.spec.name][1] in LIVE_JOB_STATES
+            and not jobs[entry.spec.name][1].ended
             and not is_published(
                 layout.point_dir(entry.spec.name), evaluation_key(entry.spec, settings)
             )
         ):
-            state = "job {} {}".format(*jobs[entry.spec.name])
+            job_id, job = jobs[entry.spec.name]
+            state = f"job {job_id} {job.state}"
         else:
             state = point_state(entry.spec, settings, layout, last.get(entry.spec.name))
             if entry.spec.name in jobs:
-                state += "; job {} {}".format(*jobs[entry.spec.name])
+                job_id, job = jobs[entry.spec.name]
+                state += f"; job {job_id} {job.state}"
         print(f"[{position}/{total}] {entry.label}: {state}", file=out)

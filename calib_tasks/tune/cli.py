@@ -18,7 +18,8 @@ Under ``accelerate launch`` every process trains its share of each batch (data-p
 main process alone evaluates and writes the comparison. With ``--executor FILE`` naming
 ``kind: slurm``, each method trains and evaluates its checkpoints as a SLURM job, a chained
 method once its SFT job has completed (``calib_tasks.tune.jobs``); this process then writes the
-report and the comparison.
+report and the comparison. It submits from one process: under ``accelerate launch`` with several
+processes, kind ``slurm`` is refused (exit status 2) rather than submitted once per process.
 
 Exit status (``calib_tasks.command_line.conventions``): 0 when every checkpoint was evaluated,
 1 when some evaluation (or SLURM job) failed or the report could not be written, 2 when the
@@ -311,6 +312,13 @@ def _missing_trainer() -> str | None:
     return None
 
 
+def _process_count() -> int:
+    """How many processes run calib-tune (``accelerate launch``'s, 1 run alone)."""
+    from accelerate import PartialState
+
+    return PartialState().num_processes
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run calib-tune with ``argv`` (default: the process's arguments); returns the exit
     status (see the module docstring)."""
@@ -338,6 +346,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"calib-tune: --executor {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
     on_slurm = executor is not None and executor.kind == "slurm"
+    processes = _process_count() if on_slurm else 1
+    if processes > 1:
+        print(
+            f"calib-tune: --executor {args.executor}: kind 'slurm' submits the jobs from one "
+            f"process, not {processes} (run calib-tune without accelerate launch)",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     settings = EvalSettings(
         tasks=tasks,
         num_fewshot=args.num_fewshot,

@@ -8,15 +8,18 @@ array, at most ``parallel`` at once, with the ``slurm`` block's resources. A cha
 (``full.dpo``, ``lora.dpo``) is a job of its own that starts once its SFT method's job has
 completed (SLURM's ``afterok``; SLURM cancels it when that job fails); it finds that SFT run
 finished and reuses it. submitit keeps the jobs' scripts and logs in ``slurm/`` of the output
-folder. Ctrl-C or SIGTERM cancels the jobs not yet ended.
+folder. When the chained jobs' ``sbatch`` fails, or Ctrl-C or SIGTERM comes while submitting,
+the jobs already submitted are cancelled; Ctrl-C or SIGTERM while following cancels the jobs not
+yet ended.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TextIO
 
 import yaml
@@ -26,11 +29,15 @@ from calib_tasks.study.runner import PointOutcome, run_points
 from calib_tasks.study.slurm import (
     JobFailed,
     SubmissionError,
+    cancel_jobs,
     evaluate_in_job,
     follow_jobs,
     import_submitit,
+    interrupts_deferred,
     job_result,
+    sigterm_interrupts,
     slurm_executor,
+    slurm_job,
     submission_errors,
 )
 from calib_tasks.study.spec import EvalSettings, Executor, PointEntry, StudyError, parse_executor
@@ -122,6 +129,68 @@ def method_job(
     return MethodResult(checkpoints, outcomes)
 
 
+def _taken(
+    submitit: ModuleType, folder: Path, made: Any, calls: Sequence[tuple[Callable[..., Any], tuple]]
+) -> list[Any]:
+    """Submit ``calls`` (function, arguments) through the executor ``made``, in one ``sbatch``;
+    the jobs (``slurm_job``), or ``SubmissionError`` when SLURM did not take them."""
+    try:
+        with made.batch():
+            jobs = [made.submit(function, *arguments) for function, arguments in calls]
+    except submission_errors(submitit) as error:
+        raise SubmissionError(f"SLURM did not take the jobs: {error}") from None
+    return [slurm_job(submitit, folder, job.job_id) for job in jobs]
+
+
+def _submit_methods(
+    submitit: ModuleType,
+    executor: Executor,
+    base: BaseModel,
+    template: PromptTemplate,
+    runs: Mapping[str, MethodRun],
+    settings: EvalSettings | None,
+    out_dir: Path,
+    out: TextIO,
+) -> dict[str, Any]:
+    """Submit the jobs of ``run_methods_slurm`` (``{label: job}``, the base model's as
+    ``base``): the array of the base model and the unchained methods, then each chained method
+    after its SFT method's job; each ``sbatch``'s jobs are said on ``out`` once SLURM took them
+    (Ctrl-C and SIGTERM wait meanwhile). When an ``sbatch`` fails or an interrupt comes, cancels
+    the jobs already submitted (``cancel_jobs``) and raises again."""
+    folder = out_dir / "slurm"
+    eval_root = str((out_dir / "eval").resolve())
+    first = [method for method in runs if method not in CHAINED]
+    calls: dict[str, tuple[Callable[..., Any], tuple]] = {}
+    if settings is not None:
+        calls[BASE] = (evaluate_in_job, (checkpoint_points(base, {})[0][2], settings, eval_root))
+    for method in first:
+        calls[method] = (method_job, (base, template, runs[method], None, settings, eval_root))
+    jobs: dict[str, Any] = {}
+
+    def say(*labels: str) -> None:
+        for label in labels:
+            print(f"{label}: submitted as job {jobs[label].job_id}", file=out, flush=True)
+
+    try:
+        array = slurm_executor(submitit, executor, folder, len(calls))
+        with interrupts_deferred():
+            jobs.update(zip(calls, _taken(submitit, folder, array, [*calls.values()]), strict=True))
+        say(*calls)
+        for method, sft in CHAINED.items():
+            if method not in runs:
+                continue
+            after = f"afterok:{jobs[sft].job_id}"
+            made = slurm_executor(submitit, executor, folder, 1, dependency=after)
+            chained = (method_job, (base, template, runs[method], runs[sft], settings, eval_root))
+            with interrupts_deferred():
+                (jobs[method],) = _taken(submitit, folder, made, [chained])
+            say(method)
+    except BaseException:
+        cancel_jobs(list(jobs.items()))
+        raise
+    return jobs
+
+
 def run_methods_slurm(
     executor: Executor,
     base: BaseModel,
@@ -136,35 +205,20 @@ def run_methods_slurm(
     ``settings`` None, train only. One progress line on ``out`` (default: standard output) per
     job and change of its state. Returns what the jobs did once every one has ended. Raises
     ``SubmissionError`` when SLURM does not take the jobs, and KeyboardInterrupt when
-    interrupted, after cancelling the jobs not yet ended."""
+    interrupted (Ctrl-C or SIGTERM), after cancelling the jobs submitted and not yet ended (and
+    saying which on standard error)."""
     submitit = import_submitit()
     out = out or sys.stdout
-    folder = out_dir / "slurm"
-    eval_root = str((out_dir / "eval").resolve())
-    base_point = checkpoint_points(base, {})[0][2]
-    first = [method for method in runs if method not in CHAINED]
-    jobs: dict[str, Any] = {}
-    try:
-        array = slurm_executor(submitit, executor, folder, len(first) + 1)
-        with array.batch():
-            if settings is not None:
-                jobs[BASE] = array.submit(evaluate_in_job, base_point, settings, eval_root)
-            for method in first:
-                run = runs[method]
-                jobs[method] = array.submit(
-                    method_job, base, template, run, None, settings, eval_root
-                )
-        for method, sft in CHAINED.items():
-            if method in runs:
-                after = slurm_executor(submitit, executor, folder, 1, after=jobs[sft].job_id)
-                jobs[method] = after.submit(
-                    method_job, base, template, runs[method], runs[sft], settings, eval_root
-                )
-    except submission_errors(submitit) as error:
-        raise SubmissionError(f"SLURM did not take the jobs: {error}") from None
-    for label, job in jobs.items():
-        print(f"{label}: submitted as job {job.job_id}", file=out, flush=True)
+    with sigterm_interrupts():
+        jobs = _submit_methods(submitit, executor, base, template, runs, settings, out_dir, out)
+        return _follow_methods(submitit, jobs, runs, out)
 
+
+def _follow_methods(
+    submitit: ModuleType, jobs: Mapping[str, Any], runs: Mapping[str, MethodRun], out: TextIO
+) -> JobsEnded:
+    """Follow the jobs of ``_submit_methods`` until every one has ended (``follow_jobs``),
+    saying on ``out`` when each changes state and how it ended; what they did."""
     checkpoints: dict[str, list[Path]] = {}
     outcomes: dict[str, list[PointOutcome]] = {}
     failed_jobs: list[str] = []
@@ -172,9 +226,9 @@ def run_methods_slurm(
     def on_state(label: str, job: Any, state: str) -> None:
         print(f"{label}: job {job.job_id} {state}", file=out, flush=True)
 
-    def on_end(label: str, job: Any) -> None:
+    def on_end(label: str, job: Any, state: str) -> None:
         try:
-            result = job_result(submitit, job)
+            result = job_result(submitit, job, state)
         except JobFailed as failed:
             failed_jobs.append(label)
             print(f"{label}: job {job.job_id} FAILED: {failed.reason}", file=out)

@@ -1,19 +1,25 @@
-"""A fake SLURM on this machine for the tests: ``sbatch``, ``srun``, ``sacct`` and ``scancel``
-(the scripts beside this file, which run it) as submitit calls them.
+"""A fake SLURM on this machine for the tests: ``sbatch``, ``srun``, ``sacct``, ``squeue`` and
+``scancel`` (the scripts beside this file, which run it) as submitit and the study call them.
 
 ``sbatch SCRIPT`` reads the script's ``#SBATCH`` options, answers ``Submitted batch job N``
 and runs the script locally in the background, as a job array when it asks for ``--array``
 (at most ``%N`` tasks at once), each task after the jobs its ``--dependency=afterok:...``
-names have completed, with the environment SLURM gives a job (``SLURM_JOB_ID``,
-``SLURM_ARRAY_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ...) and its output in the files of
-``--output`` / ``--error``. ``sacct -o JobID,State,NodeList --parsable2 -j N`` answers in
-SLURM's format, a pending array's tasks as one ``N_[2-3%2]`` line as SLURM does. ``scancel ID``
-cancels a job, an array task or a whole array (SIGTERM to the running task's process group,
-SIGKILL one second later).
+names have completed (``afterany:...``: have ended), with the environment SLURM gives a job
+(``SLURM_JOB_ID``, ``SLURM_ARRAY_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ...) and its output in the
+files of ``--output`` / ``--error``. ``sacct -o JobID,State,NodeList --parsable2 -j N`` answers in
+SLURM's format, a pending array's tasks as one ``N_[2-3%2]`` line as SLURM does. ``squeue -h
+-r -j ID,ID -o FORMAT`` (``%i``, ``%T``) lists the jobs named that have not ended (of one job
+id alone that it does not list, it says ``Invalid job id specified`` and fails, as SLURM's does).
+``scancel ID`` cancels a job, an array task or a whole array (SIGTERM to the running task's
+process group, SIGKILL one second later).
 
 State lives in ``$FAKE_SLURM_STATE``: ``jobs/<id>.json`` per job or array task (its state, pid,
 exit status) and ``calls.jsonl`` (every command's arguments, one JSON list a line). While a
-file ``hold`` is there, no task starts (a busy cluster: every job stays PENDING).
+file ``hold`` is there, no task starts (a busy cluster: every job stays PENDING). Faults, by
+files there: ``no_sacct`` (sacct fails, as without accounting), ``sbatch_fails_after`` (holding
+N: every sbatch after the first N fails), ``scancel_fails`` (job ids, one a line, that scancel
+fails to cancel), ``scancel_interrupts`` (scancel sends SIGINT to the process that called it, a
+second Ctrl-C while cancelling).
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ def _locked():
     with (STATE / ".lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def _calls() -> list[list[str]]:
+    path = STATE / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _read(task: str) -> dict:
@@ -79,7 +90,17 @@ def _options(script: str) -> dict[str, str]:
     return options
 
 
+def _fail(message: str) -> None:
+    print(message, file=sys.stderr)
+    sys.exit(1)
+
+
 def sbatch(args: list[str]) -> None:
+    fails_after = STATE / "sbatch_fails_after"
+    if fails_after.exists():
+        earlier = sum(1 for call in _calls() if call[0] == "sbatch") - 1
+        if earlier >= int(fails_after.read_text()):
+            _fail("sbatch: error: Batch job submission failed: Invalid account specified")
     script_text = Path(args[-1]).read_text()
     options = _options(script_text)
     with _locked():
@@ -120,12 +141,14 @@ def _expand(pattern: str, env: dict[str, str]) -> str:
 
 
 def _dependencies_met(dependency: str | None) -> bool | None:
-    """True when every ``afterok`` job completed, False when one cannot (it failed or was
-    cancelled), None while waiting."""
+    """True when every ``afterok`` job completed (every ``afterany`` job ended), False when an
+    ``afterok`` one cannot (it failed or was cancelled), None while waiting."""
     if not dependency:
         return True
-    jobs = dependency.removeprefix("afterok:").split(":")
+    kind, *jobs = dependency.split(":")
     states = [_read(task)["state"] for job in jobs for task in _tasks(job)]
+    if kind == "afterany":
+        return True if all(state in TERMINAL for state in states) else None
     if any(state in ("FAILED", "CANCELLED") for state in states):
         return False
     return True if all(state == "COMPLETED" for state in states) else None
@@ -195,6 +218,8 @@ def schedule(first: int, parallel: int) -> None:
 
 
 def sacct(args: list[str]) -> None:
+    if (STATE / "no_sacct").exists():
+        _fail("sacct: error: Problem talking to the database: Connection refused")
     jobs = [args[i + 1] for i, arg in enumerate(args) if arg == "-j"]
     print("JobID|State|NodeList")
     for job in jobs:
@@ -209,9 +234,32 @@ def sacct(args: list[str]) -> None:
             print(f"{job}|PENDING|None assigned")
 
 
+def squeue(args: list[str]) -> None:
+    jobs = args[args.index("-j") + 1].split(",")
+    fields = {"%i": lambda task, record: task, "%T": lambda task, record: record["state"]}
+    columns = args[args.index("-o") + 1].split()
+    listed = [
+        (task, record)
+        for job in jobs
+        for task in _tasks(job)
+        if (record := _read(task))["state"] not in TERMINAL
+    ]
+    if len(jobs) == 1 and not listed:
+        _fail("slurm_load_jobs error: Invalid job id specified")
+    for task, record in listed:
+        print(" ".join(fields[column](task, record) for column in columns))
+
+
 def scancel(args: list[str]) -> None:
+    if (STATE / "scancel_interrupts").exists():
+        os.kill(os.getppid(), signal.SIGINT)
+        time.sleep(0.5)
+    fails = STATE / "scancel_fails"
+    refused = fails.read_text().split() if fails.exists() else []
     killed = []
     for job in (arg for arg in args if not arg.startswith("-")):
+        if job in refused:
+            _fail(f"scancel: error: Kill job error on job id {job}: Access/permission denied")
         for task in _tasks(job):
             with _locked():
                 record = _read(task)
@@ -252,4 +300,11 @@ if __name__ == "__main__":
     if command == "_schedule":
         schedule(int(arguments[0]), int(arguments[1]))
     else:
-        {"sbatch": sbatch, "sacct": sacct, "scancel": scancel, "srun": srun}[command](arguments)
+        commands = {
+            "sbatch": sbatch,
+            "sacct": sacct,
+            "squeue": squeue,
+            "scancel": scancel,
+            "srun": srun,
+        }
+        commands[command](arguments)
