@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from support.tiny_model import build_tiny_model
 
-from calib_tasks.study import slurm as study_slurm
+from calib_tasks.study import slurm_jobs
 from calib_tasks.study.cli import main as calib_study
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.runner import harness_args, harness_command, shown_command
@@ -363,7 +363,8 @@ def test_points_under_accelerate_ask_slurm_for_a_gpu_per_process(slurm: Path, tm
     output = tmp_path / "study.txt"
     proc = _start_study([str(study), "--no-report"], output)
     try:
-        text = _wait_for(output, r"also-one: submitted as job", proc)
+        # the points of one GPU are one sbatch, then the point of four GPUs another
+        text = _wait_for(output, r"four: submitted as job", proc)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 130, output.read_text()
     finally:
@@ -551,7 +552,7 @@ def test_without_sacct_squeue_tells_a_queued_job_live_and_a_gone_one_ended(
 ):
     (slurm / "hold").touch()
     (slurm / "no_sacct").touch()  # no accounting (or slurmdbd lagging): every job UNKNOWN
-    monkeypatch.setattr(study_slurm, "QUEUE_SECONDS", 0.0)
+    monkeypatch.setattr(slurm_jobs, "QUEUE_SECONDS", 0.0)
     study = _study_file(tmp_path, {"p1": tmp_path / "m"}, "{kind: slurm, slurm: {timeout_min: 5}}")
     job_id = str(_first_id(slurm))
     second: list[tuple[int, str, str]] = []

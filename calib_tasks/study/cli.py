@@ -38,12 +38,8 @@ from calib_tasks.command_line.conventions import (
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.report import write_study_report
 from calib_tasks.study.runner import PointOutcome, run_points
-from calib_tasks.study.slurm import (
-    SubmissionError,
-    import_submitit,
-    recorded_job_states,
-    run_points_slurm,
-)
+from calib_tasks.study.slurm import recorded_job_states, run_points_slurm
+from calib_tasks.study.slurm_jobs import SubmissionError, import_submitit
 from calib_tasks.study.spec import StudyError, load_study
 from calib_tasks.study.status import print_status
 

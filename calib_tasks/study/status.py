@@ -13,7 +13,7 @@ from calib_tasks.study.failure import failure_reason
 from calib_tasks.study.layout import POINT_RECORD, StudyLayout
 from calib_tasks.study.lifetime import lock_holder
 from calib_tasks.study.runner import _changed_settings, evaluation_key, is_published
-from calib_tasks.study.slurm import JobState
+from calib_tasks.study.slurm_jobs import JobState
 from calib_tasks.study.spec import EvalSettings, PointEntry, PointSpec
 
 

@@ -51,7 +51,7 @@ from calib_tasks.command_line.conventions import (
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.report import StudyReport, write_study_report
 from calib_tasks.study.runner import run_points
-from calib_tasks.study.slurm import SubmissionError, import_submitit
+from calib_tasks.study.slurm_jobs import SubmissionError, import_submitit
 from calib_tasks.study.spec import (
     INSTALLED_PREFIX,
     EvalSettings,

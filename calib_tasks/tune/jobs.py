@@ -1,5 +1,5 @@
 """calib-tune's methods as SLURM jobs (``--executor FILE``, ``kind: slurm``), through the
-study's SLURM machinery (``calib_tasks.study.slurm``).
+study's SLURM machinery (``calib_tasks.study.slurm_jobs``).
 
 Each method is one job that trains it (``train``: a finished run with the same config and data
 is reused, an unfinished one resumed) and then evaluates its own checkpoints as points of the
@@ -26,11 +26,11 @@ import yaml
 
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.runner import PointOutcome, run_points
-from calib_tasks.study.slurm import (
+from calib_tasks.study.slurm import evaluate_in_job
+from calib_tasks.study.slurm_jobs import (
     JobFailed,
     SubmissionError,
     cancel_jobs,
-    evaluate_in_job,
     follow_jobs,
     import_submitit,
     interrupts_deferred,
