@@ -572,14 +572,20 @@ def _shares_the_machine(executor: Executor) -> bool:
     return executor.kind == "local" and (executor.parallel or 1) > 1
 
 
-def load_study(path: Path) -> Study:
-    """Read and validate the study file at ``path``; ``StudyError`` when it is unusable."""
+def read_yaml(path: Path) -> Any:
+    """The YAML document in the file ``path``; ``StudyError`` naming the file when it cannot
+    be read or is not YAML."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
     except yaml.YAMLError as error:
         raise StudyError(f"{path}: not valid YAML ({error})") from None
+
+
+def load_study(path: Path) -> Study:
+    """Read and validate the study file at ``path``; ``StudyError`` when it is unusable."""
+    raw = read_yaml(path)
     try:
         return parse_study(raw)
     except StudyError as error:

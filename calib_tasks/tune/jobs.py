@@ -22,8 +22,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TextIO
 
-import yaml
-
 from calib_tasks.study.layout import StudyLayout
 from calib_tasks.study.runner import PointOutcome, run_points
 from calib_tasks.study.slurm import evaluate_in_job
@@ -40,7 +38,14 @@ from calib_tasks.study.slurm_jobs import (
     slurm_job,
     submission_errors,
 )
-from calib_tasks.study.spec import EvalSettings, Executor, PointEntry, StudyError, parse_executor
+from calib_tasks.study.spec import (
+    EvalSettings,
+    Executor,
+    PointEntry,
+    StudyError,
+    parse_executor,
+    read_yaml,
+)
 from calib_tasks.tune.base_model import BaseModel
 from calib_tasks.tune.data import Example, Preference, PromptTemplate
 from calib_tasks.tune.points import checkpoint_points
@@ -53,12 +58,7 @@ def load_executor(path: Path) -> Executor:
     """The ``executor`` block of the YAML file ``path`` (a study file's block, alone in the
     file: ``executor: {kind: slurm, parallel: N, slurm: {...}}``); ``StudyError`` names what is
     wrong. Methods run locally one after another, so kind ``local`` takes no ``parallel``."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise StudyError(f"{path}: cannot be read ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        raise StudyError(f"{path}: not valid YAML ({error})") from None
+    raw = read_yaml(path)
     if not isinstance(raw, Mapping) or set(raw) != {"executor"}:
         raise StudyError(f"{path}: must hold the field 'executor' alone, got {raw!r}")
     try:
